@@ -1,0 +1,601 @@
+"""The Postgres durable tier, on an asyncpg pool.
+
+Every hot-path operation is a single statement, so it is its own transaction and costs one
+round trip once asyncpg has prepared it. Table names carry the saver's prefix; every primary
+key starts with ``thread_id`` so the tables shard by thread (Citus) without redesign. Text keys
+use the "C" collation so that the database orders ids exactly as Python does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from langgraph_resilient.checkpoint.records import (
+    ChainLink,
+    CheckpointRecord,
+    CheckpointRow,
+    ListQuery,
+    WriteRecord,
+)
+from langgraph_resilient.checkpoint.schema import SCHEMA_VERSION, check_version
+from langgraph_resilient.checkpoint.settings import PostgresSettings, redact
+from langgraph_resilient.checkpoint.store import Skeleton
+from langgraph_resilient.errors import SchemaVersionError, TierUnavailableError
+
+# Schema, one entry per version. `{p}` is the table prefix.
+MIGRATIONS: list[str] = [
+    # v1: checkpoints (values kept apart, per channel version), blobs, writes, thread epochs.
+    """
+    CREATE TABLE {p}checkpoints (
+        thread_id text COLLATE "C" NOT NULL,
+        checkpoint_ns text COLLATE "C" NOT NULL DEFAULT '',
+        checkpoint_id text COLLATE "C" NOT NULL,
+        parent_checkpoint_id text COLLATE "C",
+        run_key text,
+        body_type text NOT NULL,
+        body bytea NOT NULL,
+        metadata_type text NOT NULL,
+        metadata bytea NOT NULL,
+        metadata_json jsonb,
+        channel_versions jsonb NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+    );
+    CREATE INDEX {p}checkpoints_run_key ON {p}checkpoints (run_key) WHERE run_key IS NOT NULL;
+    CREATE TABLE {p}blobs (
+        thread_id text COLLATE "C" NOT NULL,
+        checkpoint_ns text COLLATE "C" NOT NULL DEFAULT '',
+        channel text COLLATE "C" NOT NULL,
+        version text COLLATE "C" NOT NULL,
+        type text NOT NULL,
+        blob bytea,
+        PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+    );
+    CREATE TABLE {p}writes (
+        thread_id text COLLATE "C" NOT NULL,
+        checkpoint_ns text COLLATE "C" NOT NULL DEFAULT '',
+        checkpoint_id text COLLATE "C" NOT NULL,
+        task_id text COLLATE "C" NOT NULL,
+        idx integer NOT NULL,
+        task_path text COLLATE "C" NOT NULL DEFAULT '',
+        channel text NOT NULL,
+        type text NOT NULL,
+        blob bytea NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+    );
+    CREATE TABLE {p}threads (
+        thread_id text COLLATE "C" PRIMARY KEY,
+        epoch bigint NOT NULL DEFAULT 0,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
+]
+
+# The version table; one row. Created under the migration lock.
+CREATE_SCHEMA_TABLE_SQL = """
+CREATE TABLE IF NOT EXISTS {p}schema (
+    id integer PRIMARY KEY CHECK (id = 1),
+    version integer NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+READ_VERSION_SQL = "SELECT version FROM {p}schema WHERE id = 1"
+WRITE_VERSION_SQL = """
+INSERT INTO {p}schema (id, version) VALUES (1, $1)
+ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, applied_at = now()
+"""
+# Serializes migrations across replicas starting at once (released at commit).
+MIGRATION_LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
+
+# A checkpoint and the values of the channels it changed, in one statement (one transaction).
+# A repeat (retry after a lost reply) finds every row present and changes nothing.
+PUT_CHECKPOINT_SQL = """
+WITH new_blobs AS (
+    INSERT INTO {p}blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT $1, $2, b.channel, b.version, b.type, b.blob
+    FROM unnest($10::text[], $11::text[], $12::text[], $13::bytea[])
+        AS b(channel, version, type, blob)
+    ON CONFLICT DO NOTHING
+)
+INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+    run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $14::jsonb, $15::jsonb)
+ON CONFLICT DO NOTHING
+"""
+
+# A task's writes. Regular writes keep the first value for (task_id, idx); the special channels
+# (negative idx: error, interrupt, resume, scheduled) take the latest.
+PUT_WRITES_SQL = """
+INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,
+    channel, type, blob)
+SELECT $1, $2, $3, $4, $5, w.idx, w.channel, w.type, w.blob
+FROM unnest($6::int[], $7::text[], $8::text[], $9::bytea[]) AS w(idx, channel, type, blob)
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
+    SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob,
+        task_path = EXCLUDED.task_path
+    WHERE {p}writes.idx < 0
+"""
+
+# A checkpoint with its non-empty channel values and its pending writes, as parallel arrays.
+# The WHERE/ORDER/LIMIT tail is appended by the caller (get_checkpoint, list_page).
+SELECT_CHECKPOINT_SQL = """
+SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
+    c.body_type, c.body, c.metadata_type, c.metadata,
+    b.channels, b.types, b.blobs,
+    w.task_ids, w.idxs, w.channels AS w_channels, w.types AS w_types, w.blobs AS w_blobs,
+    w.paths AS w_paths
+FROM {p}checkpoints c
+LEFT JOIN LATERAL (
+    SELECT array_agg(bl.channel) AS channels, array_agg(bl.type) AS types,
+        array_agg(bl.blob) AS blobs
+    FROM jsonb_each_text(c.channel_versions) AS v(channel, version)
+    JOIN {p}blobs bl ON bl.thread_id = c.thread_id AND bl.checkpoint_ns = c.checkpoint_ns
+        AND bl.channel = v.channel AND bl.version = v.version
+    WHERE bl.blob IS NOT NULL
+) b ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(wr.task_id) AS task_ids, array_agg(wr.idx) AS idxs,
+        array_agg(wr.channel) AS channels, array_agg(wr.type) AS types,
+        array_agg(wr.blob) AS blobs, array_agg(wr.task_path) AS paths
+    FROM {p}writes wr
+    WHERE wr.thread_id = c.thread_id AND wr.checkpoint_ns = c.checkpoint_ns
+        AND wr.checkpoint_id = c.checkpoint_id
+) w ON true
+"""
+GET_CHECKPOINT_SQL = (
+    SELECT_CHECKPOINT_SQL
+    + "WHERE c.thread_id = $1 AND c.checkpoint_ns = $2 AND c.checkpoint_id = $3"
+)
+# The head: the primary key index read backwards, one row.
+GET_LATEST_SQL = (
+    SELECT_CHECKPOINT_SQL
+    + "WHERE c.thread_id = $1 AND c.checkpoint_ns = $2 ORDER BY c.checkpoint_id DESC LIMIT 1"
+)
+
+# The ancestors of a checkpoint, parent first, in one recursive query. Each link carries the
+# requested channels still unseeded when the walk reaches it (`pending`) and after it (`left`);
+# the walk stops once no channel is left, so a snapshot ends it early.
+PARENT_CHAIN_SQL = """
+WITH RECURSIVE target AS (
+    SELECT parent_checkpoint_id FROM {p}checkpoints
+    WHERE thread_id = $1 AND checkpoint_ns = $2 AND ($3::text IS NULL OR checkpoint_id = $3)
+    ORDER BY checkpoint_id DESC LIMIT 1
+), chain AS (
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.channel_versions, 0 AS depth,
+        $4::text[] AS pending,
+        ARRAY(SELECT ch FROM unnest($4::text[]) AS ch WHERE NOT EXISTS (
+            SELECT 1 FROM {p}blobs bl WHERE bl.thread_id = $1 AND bl.checkpoint_ns = $2
+                AND bl.channel = ch AND bl.version = c.channel_versions ->> ch
+                AND bl.blob IS NOT NULL)) AS left_over
+    FROM target JOIN {p}checkpoints c ON c.thread_id = $1 AND c.checkpoint_ns = $2
+        AND c.checkpoint_id = target.parent_checkpoint_id
+  UNION ALL
+    SELECT p.checkpoint_id, p.parent_checkpoint_id, p.channel_versions, chain.depth + 1,
+        chain.left_over,
+        ARRAY(SELECT ch FROM unnest(chain.left_over) AS ch WHERE NOT EXISTS (
+            SELECT 1 FROM {p}blobs bl WHERE bl.thread_id = $1 AND bl.checkpoint_ns = $2
+                AND bl.channel = ch AND bl.version = p.channel_versions ->> ch
+                AND bl.blob IS NOT NULL))
+    FROM chain JOIN {p}checkpoints p ON p.thread_id = $1 AND p.checkpoint_ns = $2
+        AND p.checkpoint_id = chain.parent_checkpoint_id
+    WHERE cardinality(chain.left_over) > 0 AND chain.depth < 1000000
+)
+SELECT chain.checkpoint_id, s.channels, s.types, s.blobs,
+    w.task_ids, w.idxs, w.channels AS w_channels, w.types AS w_types, w.blobs AS w_blobs,
+    w.paths AS w_paths
+FROM chain
+LEFT JOIN LATERAL (
+    SELECT array_agg(bl.channel) AS channels, array_agg(bl.type) AS types,
+        array_agg(bl.blob) AS blobs
+    FROM {p}blobs bl
+    WHERE bl.thread_id = $1 AND bl.checkpoint_ns = $2
+        AND bl.channel = ANY(chain.pending) AND NOT bl.channel = ANY(chain.left_over)
+        AND bl.version = chain.channel_versions ->> bl.channel AND bl.blob IS NOT NULL
+) s ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(wr.task_id) AS task_ids, array_agg(wr.idx) AS idxs,
+        array_agg(wr.channel) AS channels, array_agg(wr.type) AS types,
+        array_agg(wr.blob) AS blobs, array_agg(wr.task_path) AS paths
+    FROM {p}writes wr
+    WHERE wr.thread_id = $1 AND wr.checkpoint_ns = $2 AND wr.checkpoint_id = chain.checkpoint_id
+        AND wr.channel = ANY(chain.pending)
+) w ON true
+ORDER BY chain.depth
+"""
+
+# All of a thread, in one statement.
+DELETE_THREAD_SQL = """
+WITH w AS (DELETE FROM {p}writes WHERE thread_id = $1),
+     b AS (DELETE FROM {p}blobs WHERE thread_id = $1)
+DELETE FROM {p}checkpoints WHERE thread_id = $1
+"""
+
+# Checkpoints of the given runs and their writes. Blobs they alone used stay until the thread is
+# pruned or deleted: collecting them here could race a concurrent put that reuses a version.
+DELETE_FOR_RUNS_SQL = """
+WITH gone AS (
+    DELETE FROM {p}checkpoints WHERE run_key = ANY($1::text[])
+    RETURNING thread_id, checkpoint_ns, checkpoint_id
+), w AS (
+    DELETE FROM {p}writes wr USING gone
+    WHERE wr.thread_id = gone.thread_id AND wr.checkpoint_ns = gone.checkpoint_ns
+        AND wr.checkpoint_id = gone.checkpoint_id
+)
+SELECT DISTINCT thread_id FROM gone
+"""
+
+# Every row of $1 copied under thread $2, in one statement.
+COPY_THREAD_SQL = """
+WITH c AS (
+    INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+        run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions,
+        created_at)
+    SELECT $2, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_key, body_type, body,
+        metadata_type, metadata, metadata_json, channel_versions, created_at
+    FROM {p}checkpoints WHERE thread_id = $1
+    ON CONFLICT DO NOTHING
+), b AS (
+    INSERT INTO {p}blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT $2, checkpoint_ns, channel, version, type, blob FROM {p}blobs WHERE thread_id = $1
+    ON CONFLICT DO NOTHING
+)
+INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, task_path,
+    channel, type, blob)
+SELECT $2, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, type, blob
+FROM {p}writes WHERE thread_id = $1
+ON CONFLICT DO NOTHING
+"""
+
+# Prune planning: a thread's checkpoints without values, and which versions hold a value.
+SKELETONS_SQL = """
+SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, metadata_type, metadata,
+    channel_versions::text AS channel_versions
+FROM {p}checkpoints WHERE thread_id = $1
+"""
+SEEDED_VERSIONS_SQL = """
+SELECT checkpoint_ns, channel, version FROM {p}blobs
+WHERE thread_id = $1 AND channel = ANY($2::text[]) AND blob IS NOT NULL
+"""
+# Prune execution, per namespace, in one transaction: the doomed checkpoints' writes, the
+# checkpoints, parent links into them, then blobs no remaining checkpoint references.
+PRUNE_WRITES_SQL = """
+DELETE FROM {p}writes
+WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = ANY($3::text[])
+"""
+PRUNE_CHECKPOINTS_SQL = """
+DELETE FROM {p}checkpoints
+WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = ANY($3::text[])
+"""
+PRUNE_PARENTS_SQL = """
+UPDATE {p}checkpoints SET parent_checkpoint_id = NULL
+WHERE thread_id = $1 AND checkpoint_ns = $2 AND parent_checkpoint_id = ANY($3::text[])
+"""
+PRUNE_BLOBS_SQL = """
+DELETE FROM {p}blobs bl
+WHERE bl.thread_id = $1 AND bl.checkpoint_ns = $2 AND NOT EXISTS (
+    SELECT 1 FROM {p}checkpoints c
+    WHERE c.thread_id = $1 AND c.checkpoint_ns = $2
+        AND c.channel_versions ->> bl.channel = bl.version
+)
+"""
+
+# Retention: threads whose newest checkpoint is older than a cutoff.
+STALE_THREADS_SQL = """
+SELECT thread_id FROM {p}checkpoints
+GROUP BY thread_id HAVING max(created_at) < to_timestamp($1)
+ORDER BY thread_id LIMIT $2
+"""
+
+_TRANSIENT = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+)
+
+
+def _writes(row: Any, prefix: str = "w_") -> list[WriteRecord]:
+    task_ids = row["task_ids"]
+    if not task_ids:
+        return []
+    return [
+        WriteRecord(task_id, idx, channel, typ, data, path)
+        for task_id, idx, channel, typ, data, path in zip(
+            task_ids,
+            row["idxs"],
+            row[f"{prefix}channels"],
+            row[f"{prefix}types"],
+            row[f"{prefix}blobs"],
+            row[f"{prefix}paths"],
+            strict=True,
+        )
+    ]
+
+
+def _blobs(row: Any) -> list[tuple[str, str, bytes]]:
+    channels = row["channels"]
+    if not channels:
+        return []
+    return list(zip(channels, row["types"], row["blobs"], strict=True))
+
+
+def _row(row: Any) -> CheckpointRow:
+    return CheckpointRow(
+        thread_id=row["thread_id"],
+        checkpoint_ns=row["checkpoint_ns"],
+        checkpoint_id=row["checkpoint_id"],
+        parent_id=row["parent_checkpoint_id"],
+        body=(row["body_type"], row["body"]),
+        metadata=(row["metadata_type"], row["metadata"]),
+        blobs=_blobs(row),
+        writes=_writes(row),
+    )
+
+
+class PostgresStore:
+    """The durable tier on Postgres. Created by ``ResilientSaver.from_urls(postgres_url=...)``."""
+
+    tier = "postgres"
+
+    def __init__(self, settings: PostgresSettings, *, prefix: str) -> None:
+        self.settings = settings
+        self.prefix = prefix
+        self.pool: asyncpg.Pool | None = None
+        p = prefix
+        self._put_checkpoint = PUT_CHECKPOINT_SQL.format(p=p)
+        self._put_writes = PUT_WRITES_SQL.format(p=p)
+        self._get = GET_CHECKPOINT_SQL.format(p=p)
+        self._get_latest = GET_LATEST_SQL.format(p=p)
+        self._select = SELECT_CHECKPOINT_SQL.format(p=p)
+        self._chain = PARENT_CHAIN_SQL.format(p=p)
+
+    def _sql(self, template: str) -> str:
+        return template.format(p=self.prefix)
+
+    def _pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise TierUnavailableError(self.tier, "the pool is closed (enter the saver first)")
+        return self.pool
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        s = self.settings
+        try:
+            pool = await asyncio.wait_for(
+                asyncpg.create_pool(
+                    dsn=s.url,
+                    min_size=s.min_size,
+                    max_size=s.max_size,
+                    timeout=s.connect_timeout_s,
+                    command_timeout=s.command_timeout_s,
+                    statement_cache_size=0 if s.pgbouncer else 256,
+                    max_inactive_connection_lifetime=s.max_inactive_connection_lifetime_s,
+                ),
+                timeout=s.connect_timeout_s * 2,
+            )
+            self.pool = pool
+            await pool.fetchval("SELECT 1", timeout=s.connect_timeout_s)
+        except Exception as exc:
+            if self.pool is not None:
+                self.pool.terminate()
+                self.pool = None
+            raise TierUnavailableError(
+                self.tier, f"cannot connect to {redact(s.url)}: {exc!r}"
+            ) from exc
+
+    async def close(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=self.settings.connect_timeout_s)
+            except (TimeoutError, OSError):
+                pool.terminate()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, _TRANSIENT)
+
+    async def schema_version(self) -> int:
+        try:
+            version = await self._pool().fetchval(self._sql(READ_VERSION_SQL))
+        except asyncpg.exceptions.UndefinedTableError:
+            return 0
+        return int(version or 0)
+
+    def _lock_key(self) -> int:
+        digest = hashlib.blake2b(f"{self.prefix}:migrate".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+    async def migrate(self) -> int:
+        current = await self.schema_version()
+        if current == SCHEMA_VERSION:
+            return current
+        if current > SCHEMA_VERSION:
+            check_version(self.tier, current)
+        async with self._pool().acquire() as conn, conn.transaction():
+            await conn.execute(MIGRATION_LOCK_SQL, self._lock_key())
+            await conn.execute(self._sql(CREATE_SCHEMA_TABLE_SQL))
+            current = int(await conn.fetchval(self._sql(READ_VERSION_SQL)) or 0)
+            if current > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"{self.tier}: database schema {current} is newer than this release "
+                    f"({SCHEMA_VERSION}); upgrade langgraph-resilient"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                await conn.execute(self._sql(MIGRATIONS[version - 1]))
+                await conn.execute(self._sql(WRITE_VERSION_SQL), version)
+        return SCHEMA_VERSION
+
+    # ---------------------------------------------------------------- writes
+
+    async def put_checkpoint(self, record: CheckpointRecord) -> None:
+        blobs = record.blobs
+        await self._pool().execute(
+            self._put_checkpoint,
+            record.thread_id,
+            record.checkpoint_ns,
+            record.checkpoint_id,
+            record.parent_id,
+            record.run_key,
+            record.body[0],
+            record.body[1],
+            record.metadata[0],
+            record.metadata[1],
+            [b.channel for b in blobs],
+            [b.version for b in blobs],
+            [b.type for b in blobs],
+            [b.data for b in blobs],
+            record.metadata_json,
+            json.dumps(record.channel_versions),
+        )
+
+    async def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        writes: Sequence[WriteRecord],
+        epoch: int | None,
+    ) -> None:
+        await self._pool().execute(
+            self._put_writes,
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            writes[0].task_id,
+            writes[0].task_path,
+            [w.idx for w in writes],
+            [w.channel for w in writes],
+            [w.type for w in writes],
+            [w.data for w in writes],
+        )
+
+    # ---------------------------------------------------------------- reads
+
+    async def get_checkpoint(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        pool = self._pool()
+        if checkpoint_id is None:
+            row = await pool.fetchrow(self._get_latest, thread_id, checkpoint_ns)
+        else:
+            row = await pool.fetchrow(self._get, thread_id, checkpoint_ns, checkpoint_id)
+        return None if row is None else _row(row)
+
+    async def list_page(
+        self, query: ListQuery, after: tuple[str, str, str] | None, size: int
+    ) -> list[CheckpointRow]:
+        where: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if query.thread_id is not None:
+            where.append(f"c.thread_id = {arg(query.thread_id)}")
+        if query.checkpoint_ns is not None:
+            where.append(f"c.checkpoint_ns = {arg(query.checkpoint_ns)}")
+        if query.checkpoint_id is not None:
+            where.append(f"c.checkpoint_id = {arg(query.checkpoint_id)}")
+        if query.before_id is not None:
+            where.append(f"c.checkpoint_id < {arg(query.before_id)}")
+        for key, value in (query.metadata_filter or {}).items():
+            try:
+                encoded = json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                continue  # not expressible in JSON: the caller's exact filter decides
+            # Rows stored without plaintext metadata (encrypting serde) pass the pre-filter.
+            key_arg, value_arg = arg(key), arg(encoded)
+            where.append(
+                f"(c.metadata_json IS NULL OR c.metadata_json -> {key_arg} = {value_arg}::jsonb)"
+            )
+        if after is not None:
+            a, b, c = (arg(v) for v in after)
+            where.append(f"(c.checkpoint_id, c.thread_id, c.checkpoint_ns) < ({a}, {b}, {c})")
+        sql = self._select
+        if where:
+            sql += "WHERE " + " AND ".join(where)
+        sql += (
+            " ORDER BY c.checkpoint_id DESC, c.thread_id DESC, c.checkpoint_ns DESC"
+            f" LIMIT {arg(size)}"
+        )
+        rows = await self._pool().fetch(sql, *args)
+        return [_row(r) for r in rows]
+
+    async def parent_chain(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        channels: Sequence[str],
+    ) -> list[ChainLink]:
+        rows = await self._pool().fetch(
+            self._chain, thread_id, checkpoint_ns, checkpoint_id, list(channels)
+        )
+        return [
+            ChainLink(
+                checkpoint_id=r["checkpoint_id"],
+                seeds={ch: (typ, data) for ch, typ, data in _blobs(r)},
+                writes=_writes(r),
+            )
+            for r in rows
+        ]
+
+    # ---------------------------------------------------------------- maintenance
+
+    async def delete_thread(self, thread_id: str) -> None:
+        await self._pool().execute(self._sql(DELETE_THREAD_SQL), thread_id)
+
+    async def delete_for_runs(self, run_keys: Sequence[str]) -> list[str]:
+        rows = await self._pool().fetch(self._sql(DELETE_FOR_RUNS_SQL), list(run_keys))
+        return [r["thread_id"] for r in rows]
+
+    async def copy_thread(self, source: str, target: str) -> None:
+        await self._pool().execute(self._sql(COPY_THREAD_SQL), source, target)
+
+    async def skeletons(self, thread_id: str) -> list[Skeleton]:
+        rows = await self._pool().fetch(self._sql(SKELETONS_SQL), thread_id)
+        return [
+            Skeleton(
+                r["checkpoint_ns"],
+                r["checkpoint_id"],
+                r["parent_checkpoint_id"],
+                (r["metadata_type"], r["metadata"]),
+                json.loads(r["channel_versions"]),
+            )
+            for r in rows
+        ]
+
+    async def seeded_versions(
+        self, thread_id: str, channels: Sequence[str]
+    ) -> set[tuple[str, str, str]]:
+        rows = await self._pool().fetch(self._sql(SEEDED_VERSIONS_SQL), thread_id, list(channels))
+        return {(r["checkpoint_ns"], r["channel"], r["version"]) for r in rows}
+
+    async def delete_checkpoints(self, thread_id: str, doomed: dict[str, list[str]]) -> None:
+        async with self._pool().acquire() as conn, conn.transaction():
+            for ns, ids in doomed.items():
+                for template in (
+                    PRUNE_WRITES_SQL,
+                    PRUNE_CHECKPOINTS_SQL,
+                    PRUNE_PARENTS_SQL,
+                ):
+                    await conn.execute(self._sql(template), thread_id, ns, ids)
+                await conn.execute(self._sql(PRUNE_BLOBS_SQL), thread_id, ns)
+
+    async def threads_older_than(self, cutoff_epoch_s: float, limit: int) -> list[str]:
+        rows = await self._pool().fetch(self._sql(STALE_THREADS_SQL), cutoff_epoch_s, limit)
+        return [r["thread_id"] for r in rows]

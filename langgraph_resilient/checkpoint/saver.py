@@ -1,0 +1,651 @@
+"""``ResilientSaver``: LangGraph's ``BaseCheckpointSaver`` over a durable store.
+
+The async methods are the implementation; every sync method runs its async twin on the saver's
+home loop through :class:`LoopBridge`, so there is one code path for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from types import TracebackType
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    get_serializable_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from langgraph_resilient.checkpoint import codec, history
+from langgraph_resilient.checkpoint.bridge import LoopBridge
+from langgraph_resilient.checkpoint.locator import Locator, configurable, thread_id_of
+from langgraph_resilient.checkpoint.records import (
+    EMPTY_BLOB_TYPE,
+    BlobRecord,
+    CheckpointRecord,
+    CheckpointRow,
+    ListQuery,
+    WriteRecord,
+)
+from langgraph_resilient.checkpoint.settings import (
+    PostgresSettings,
+    SaverSettings,
+    default_sqlite_path,
+)
+from langgraph_resilient.checkpoint.store import DurableStore, Skeleton
+from langgraph_resilient.errors import (
+    ConfigurationError,
+    DurableWriteError,
+    TierUnavailableError,
+)
+
+T = TypeVar("T")
+
+PRUNE_STRATEGIES = ("keep_latest", "delete")
+
+
+class ResilientSaver(
+    BaseCheckpointSaver[str],
+    AbstractContextManager["ResilientSaver"],
+    AbstractAsyncContextManager["ResilientSaver"],
+):
+    """A LangGraph checkpointer on Postgres (asyncpg) or an embedded SQLite file.
+
+    Create it with :meth:`from_urls` and use it as a context manager: ``async with`` in async
+    programs (``graph.ainvoke``/``astream``), plain ``with`` in sync programs
+    (``graph.invoke``/``stream``). Pass it to ``builder.compile(checkpointer=saver)``.
+
+    Every ``put`` and ``put_writes`` is one transaction and is safe to repeat. Connection
+    failures on writes are retried a bounded number of times, then raise
+    :class:`~langgraph_resilient.DurableWriteError`; an unacknowledged write is never reported
+    as stored.
+    """
+
+    def __init__(
+        self,
+        store: DurableStore,
+        *,
+        settings: SaverSettings | None = None,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.store = store
+        self.settings = settings or SaverSettings()
+        self._bridge = LoopBridge()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_urls(
+        cls,
+        *,
+        postgres_url: str | None = None,
+        sqlite_path: str | None = None,
+        serde: SerializerProtocol | None = None,
+        prefix: str = "lgr_",
+        max_payload_bytes: int = 32 * 1024 * 1024,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        connect_timeout_s: float = 5.0,
+        command_timeout_s: float = 30.0,
+        pgbouncer: bool = False,
+        write_attempts: int = 3,
+        write_retry_deadline_s: float = 10.0,
+        migrate_on_enter: bool = True,
+        plaintext_metadata: bool | None = None,
+        sqlite_synchronous: str = "FULL",
+    ) -> ResilientSaver:
+        """Build a saver from connection URLs. Nothing connects until the saver is entered.
+
+        Args:
+            postgres_url: ``postgresql://user:pass@host:5432/db`` (TLS via ``?sslmode=...``).
+                The production durable tier.
+            sqlite_path: A SQLite file for the embedded tier. With neither URL, the file
+                ``LANGGRAPH_RESILIENT_SQLITE_PATH`` or ``./langgraph_state.db`` is used.
+            serde: Serializer (default: LangGraph's ``JsonPlusSerializer``). An
+                ``EncryptedSerializer`` encrypts every stored value and the metadata.
+            prefix: Prefix of every table name; lets apps share one database.
+            max_payload_bytes: Largest serialized ``put``/``put_writes`` accepted.
+            pool_min_size: Minimum Postgres pool connections.
+            pool_max_size: Maximum Postgres pool connections.
+            connect_timeout_s: Connect timeout; entering fails fast after it.
+            command_timeout_s: Per-statement timeout on Postgres.
+            pgbouncer: Set when connecting through pgbouncer in transaction mode: the saver
+                then keeps no server-side prepared statements.
+            write_attempts: Attempts of a durable write on connection failures.
+            write_retry_deadline_s: No write retry starts after this many seconds.
+            migrate_on_enter: Apply schema migrations on enter (else just check the version;
+                run ``langgraph-resilient migrate`` yourself).
+            plaintext_metadata: Keep a plaintext JSON copy of metadata for server-side
+                filtering. Default: yes unless ``serde`` is an ``EncryptedSerializer``.
+            sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` survives power loss,
+                ``NORMAL`` only process crashes).
+
+        Raises:
+            ConfigurationError: Both URLs, a malformed URL or an invalid setting.
+        """
+        settings = SaverSettings(
+            prefix=prefix,
+            max_payload_bytes=max_payload_bytes,
+            write_attempts=write_attempts,
+            write_retry_deadline_s=write_retry_deadline_s,
+            migrate_on_enter=migrate_on_enter,
+            plaintext_metadata=plaintext_metadata,
+        )
+        if postgres_url and sqlite_path:
+            raise ConfigurationError(
+                "give either postgres_url or sqlite_path, not both: the durable tier is one "
+                "database"
+            )
+        store: DurableStore
+        if postgres_url:
+            from langgraph_resilient.checkpoint.postgres import PostgresStore
+
+            store = PostgresStore(
+                PostgresSettings(
+                    url=postgres_url,
+                    min_size=pool_min_size,
+                    max_size=pool_max_size,
+                    connect_timeout_s=connect_timeout_s,
+                    command_timeout_s=command_timeout_s,
+                    pgbouncer=pgbouncer,
+                ),
+                prefix=prefix,
+            )
+        else:
+            from langgraph_resilient.checkpoint.sqlite import SqliteStore
+
+            store = SqliteStore(
+                sqlite_path or default_sqlite_path(),
+                prefix=prefix,
+                synchronous=sqlite_synchronous,
+                busy_timeout_s=command_timeout_s,
+            )
+        return cls(store, settings=settings, serde=serde)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _open(self) -> None:
+        await self.store.open()
+        try:
+            if self.settings.migrate_on_enter:
+                await self.store.migrate()
+            else:
+                await self._check_schema()
+        except BaseException:
+            await self.store.close()
+            raise
+
+    async def _check_schema(self) -> None:
+        from langgraph_resilient.checkpoint.schema import check_version
+
+        check_version(self.store.tier, await self.store.schema_version())
+
+    async def __aenter__(self) -> ResilientSaver:
+        self._bridge.attach(asyncio.get_running_loop())
+        try:
+            await self._open()
+        except BaseException:
+            self._bridge.detach()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.store.close()
+        finally:
+            self._bridge.detach()
+
+    def __enter__(self) -> ResilientSaver:
+        self._bridge.start_thread()
+        try:
+            self._bridge.run(self._open())
+        except BaseException:
+            self._bridge.stop_thread()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self._bridge.run(self.store.close())
+        finally:
+            self._bridge.stop_thread()
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def _plaintext_metadata(self) -> bool:
+        flag = self.settings.plaintext_metadata
+        return not codec.encrypts(self.serde) if flag is None else flag
+
+    async def _with_retry(self, op: str, call: Callable[[], Awaitable[T]], *, write: bool) -> T:
+        """Run a store call, retrying connection failures a bounded number of times."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call()
+            except Exception as exc:
+                if not self.store.is_transient(exc):
+                    raise
+                elapsed = time.monotonic() - started
+                if (
+                    attempt >= self.settings.write_attempts
+                    or elapsed >= self.settings.write_retry_deadline_s
+                ):
+                    error = DurableWriteError if write else TierUnavailableError
+                    raise error(
+                        self.store.tier,
+                        f"{op} failed after {attempt} attempt(s) in {elapsed:.1f}s: {exc!r}. "
+                        + (
+                            "Nothing was stored; the step can be resumed once the database is back."
+                            if write
+                            else "Check that the database is reachable."
+                        ),
+                    ) from exc
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
+
+    def _to_tuple(self, row: CheckpointRow) -> CheckpointTuple:
+        serde = self.serde
+        checkpoint: Checkpoint = codec.load(serde, row.body)
+        checkpoint["channel_values"] = {
+            channel: codec.load(serde, (typ, data)) for channel, typ, data in row.blobs
+        }
+        loc = Locator(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+        writes = sorted(row.writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+        return CheckpointTuple(
+            config=loc.config(),
+            checkpoint=checkpoint,
+            metadata=codec.load(serde, row.metadata),
+            parent_config=loc.config(row.parent_id) if row.parent_id else None,
+            pending_writes=[
+                (w.task_id, w.channel, codec.load(serde, (w.type, w.data))) for w in writes
+            ],
+        )
+
+    def _checkpoint_record(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        epoch: int | None,
+    ) -> CheckpointRecord:
+        loc = Locator.of(config)
+        serde = self.serde
+        if not isinstance(checkpoint, dict) or "id" not in checkpoint:
+            raise ConfigurationError("checkpoint must be a LangGraph Checkpoint dict with an id")
+        values = checkpoint.get("channel_values", {})
+        body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        meta = get_serializable_checkpoint_metadata(config, metadata)
+        blobs = []
+        for channel, version in new_versions.items():
+            if channel in values:
+                typ, data = codec.dump(serde, values[channel], f"channel {channel!r}")
+                blobs.append(BlobRecord(channel, str(version), typ, data))
+            else:
+                blobs.append(BlobRecord(channel, str(version), EMPTY_BLOB_TYPE, None))
+        body_typed = codec.dump(serde, body, "checkpoint")
+        meta_typed = codec.dump(serde, meta, "checkpoint metadata")
+        size = len(body_typed[1]) + len(meta_typed[1]) + sum(len(b.data or b"") for b in blobs)
+        codec.check_size(size, self.settings.max_payload_bytes, f"checkpoint {checkpoint['id']}")
+        return CheckpointRecord(
+            thread_id=loc.thread_id,
+            checkpoint_ns=loc.checkpoint_ns,
+            checkpoint_id=str(checkpoint["id"]),
+            parent_id=loc.checkpoint_id,
+            body=body_typed,
+            metadata=meta_typed,
+            metadata_json=codec.metadata_json(dict(meta)) if self._plaintext_metadata else None,
+            run_key=codec.run_key(meta.get("run_id")),
+            channel_versions={k: str(v) for k, v in checkpoint["channel_versions"].items()},
+            blobs=blobs,
+            epoch=epoch,
+        )
+
+    def _write_records(
+        self, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> list[WriteRecord]:
+        # One record per (task_id, idx): a repeated special channel keeps its last value,
+        # as a second put_writes call would.
+        serde = self.serde
+        by_idx: dict[int, WriteRecord] = {}
+        for idx, (channel, value) in enumerate(writes):
+            key = WRITES_IDX_MAP.get(channel, idx)
+            typ, data = codec.dump(serde, value, f"write to {channel!r}")
+            by_idx[key] = WriteRecord(str(task_id), key, channel, typ, data, task_path)
+        records = list(by_idx.values())
+        size = sum(len(r.data) for r in records)
+        codec.check_size(size, self.settings.max_payload_bytes, f"writes of task {task_id}")
+        return records
+
+    # ------------------------------------------------------------------ async API
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Fetch a checkpoint (the thread's newest when the config names no checkpoint_id)."""
+        loc = Locator.of(config)
+        row = await self._bridge.hop(
+            self._with_retry(
+                "get_tuple",
+                lambda: self.store.get_checkpoint(
+                    loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id
+                ),
+                write=False,
+            )
+        )
+        return None if row is None else self._to_tuple(row)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncGenerator[CheckpointTuple, None]:
+        """List checkpoints newest first, by thread/namespace, metadata ``filter``,
+        ``before`` a checkpoint, up to ``limit``."""
+        query = self._list_query(config, filter, before, limit)
+        if query is None:
+            return
+        matched = 0
+        cursor: tuple[str, str, str] | None = None
+        page_size = self.settings.list_page_size
+        if limit is not None and not filter:
+            page_size = min(page_size, limit)
+        while True:
+            rows = await self._bridge.hop(self._list_page(query, cursor, page_size))
+            for row in rows:
+                tup = self._to_tuple(row)
+                if filter and not _matches(tup.metadata, filter):
+                    continue
+                yield tup
+                matched += 1
+                if limit is not None and matched >= limit:
+                    return
+            if len(rows) < page_size:
+                return
+            last = rows[-1]
+            cursor = (last.checkpoint_id, last.thread_id, last.checkpoint_ns)
+
+    def _list_query(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> ListQuery | None:
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ConfigurationError(f"limit must be a non-negative int, got {limit!r}")
+        if filter is not None and not isinstance(filter, dict):
+            raise ConfigurationError("filter must be a dict of metadata key -> value")
+        if limit == 0:
+            return None
+        thread_id = ns = cid = None
+        if config is not None:
+            conf = configurable(config)
+            if conf.get("thread_id") is not None:
+                loc = Locator.of(config)
+                thread_id, cid = loc.thread_id, loc.checkpoint_id
+            ns = conf.get("checkpoint_ns")
+        before_id = Locator.of(before).checkpoint_id if before is not None else None
+        return ListQuery(thread_id, ns, cid, before_id, filter or None)
+
+    async def _list_page(
+        self, query: ListQuery, cursor: tuple[str, str, str] | None, size: int
+    ) -> list[CheckpointRow]:
+        return await self._with_retry(
+            "list", lambda: self.store.list_page(query, cursor, size), write=False
+        )
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint and the channel values in ``new_versions``, in one transaction."""
+        record = self._checkpoint_record(config, checkpoint, metadata, new_versions, None)
+        await self._bridge.hop(
+            self._with_retry("put", lambda: self.store.put_checkpoint(record), write=True)
+        )
+        return Locator(record.thread_id, record.checkpoint_ns, None).config(record.checkpoint_id)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's pending writes for a checkpoint, in one transaction.
+
+        Regular writes keep the first value stored for ``(task_id, idx)``; the special channels
+        (error, interrupt, resume, scheduled) overwrite.
+        """
+        loc = Locator.of(config, need_checkpoint_id=True)
+        records = self._write_records(writes, task_id, task_path)
+        if not records:
+            return
+        assert loc.checkpoint_id is not None
+        cid = loc.checkpoint_id
+        await self._bridge.hop(
+            self._with_retry(
+                "put_writes",
+                lambda: self.store.put_writes(loc.thread_id, loc.checkpoint_ns, cid, records, None),
+                write=True,
+            )
+        )
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint, value and write of a thread, in all namespaces."""
+        tid = thread_id_of(thread_id)
+        await self._bridge.hop(
+            self._with_retry("delete_thread", lambda: self.store.delete_thread(tid), write=True)
+        )
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) created by the given runs."""
+        keys = [k for k in (codec.run_key(r) for r in run_ids) if k]
+        if not keys:
+            return
+        await self._bridge.hop(
+            self._with_retry(
+                "delete_for_runs", lambda: self.store.delete_for_runs(keys), write=True
+            )
+        )
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy a thread's whole history (every namespace, value and write) to another id."""
+        src, dst = thread_id_of(source_thread_id), thread_id_of(target_thread_id)
+        if src == dst:
+            raise ConfigurationError("copy_thread needs two different thread ids")
+        await self._bridge.hop(
+            self._with_retry("copy_thread", lambda: self.store.copy_thread(src, dst), write=True)
+        )
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Prune threads: ``"keep_latest"`` keeps each namespace's newest checkpoint (and, for
+        ``DeltaChannel`` state, the ancestors back to a stored snapshot); ``"delete"`` removes
+        the threads."""
+        if strategy not in PRUNE_STRATEGIES:
+            raise ConfigurationError(
+                f"unknown prune strategy {strategy!r}; use one of {PRUNE_STRATEGIES}"
+            )
+        tids = [thread_id_of(t) for t in thread_ids]
+        for tid in tids:
+            if strategy == "delete":
+                await self.adelete_thread(tid)
+            else:
+                await self._bridge.hop(self._keep_latest(tid))
+
+    async def _keep_latest(self, thread_id: str) -> None:
+        skeletons = await self._with_retry(
+            "prune", lambda: self.store.skeletons(thread_id), write=False
+        )
+        if not skeletons:
+            return
+
+        def head_channels(head: Skeleton) -> set[str]:
+            return history.delta_channels(codec.load(self.serde, head.metadata))
+
+        heads: dict[str, Skeleton] = {}
+        for sk in skeletons:
+            best = heads.get(sk.checkpoint_ns)
+            if best is None or sk.checkpoint_id > best.checkpoint_id:
+                heads[sk.checkpoint_ns] = sk
+        channels: set[str] = set()
+        for head in heads.values():
+            channels |= head_channels(head)
+        seeded = (
+            await self._with_retry(
+                "prune",
+                lambda: self.store.seeded_versions(thread_id, sorted(channels)),
+                write=False,
+            )
+            if channels
+            else set()
+        )
+        doomed = history.plan_keep_latest(skeletons, head_channels, seeded)
+        if doomed:
+            await self._with_retry(
+                "prune", lambda: self.store.delete_checkpoints(thread_id, doomed), write=True
+            )
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Writes and seed of each channel along the parent chain, in one database query."""
+        if not channels:
+            return {}
+        loc = Locator.of(config)
+        chans = list(channels)
+        links = await self._bridge.hop(
+            self._with_retry(
+                "get_delta_channel_history",
+                lambda: self.store.parent_chain(
+                    loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id, chans
+                ),
+                write=False,
+            )
+        )
+        return history.assemble_delta_history(
+            links, chans, lambda typed: codec.load(self.serde, typed)
+        )
+
+    # ------------------------------------------------------------------ sync API
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Sync :meth:`aget_tuple`."""
+        return self._bridge.run(self.aget_tuple(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Sync :meth:`alist` (pages are fetched lazily)."""
+        agen = self.alist(config, filter=filter, before=before, limit=limit)
+        try:
+            while True:
+                try:
+                    yield self._bridge.run(_anext(agen))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._bridge.run(agen.aclose())
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Sync :meth:`aput`."""
+        return self._bridge.run(self.aput(config, checkpoint, metadata, new_versions))
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Sync :meth:`aput_writes`."""
+        self._bridge.run(self.aput_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Sync :meth:`adelete_thread`."""
+        self._bridge.run(self.adelete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Sync :meth:`adelete_for_runs`."""
+        self._bridge.run(self.adelete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Sync :meth:`acopy_thread`."""
+        self._bridge.run(self.acopy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Sync :meth:`aprune`."""
+        self._bridge.run(self.aprune(thread_ids, strategy=strategy))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Sync :meth:`aget_delta_channel_history`."""
+        return self._bridge.run(self.aget_delta_channel_history(config=config, channels=channels))
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """Monotonic, zero-padded string versions (sortable as text)."""
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(current.split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+
+async def _anext(agen: AsyncIterator[T]) -> T:
+    return await agen.__anext__()
+
+
+def _matches(metadata: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
+    return all(metadata.get(k) == v for k, v in filter.items())

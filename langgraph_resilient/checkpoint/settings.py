@@ -1,0 +1,94 @@
+"""Validated settings of a ``ResilientSaver`` (what ``from_urls`` and ``doctor`` work from)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from langgraph_resilient.errors import ConfigurationError
+
+DEFAULT_SQLITE_PATH = "langgraph_state.db"
+"""Embedded default file, relative to the working directory; overridden by the
+``LANGGRAPH_RESILIENT_SQLITE_PATH`` environment variable."""
+
+_PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")
+
+
+def default_sqlite_path() -> str:
+    """The file ``from_urls()`` uses when given no URL at all."""
+    return os.environ.get("LANGGRAPH_RESILIENT_SQLITE_PATH", DEFAULT_SQLITE_PATH)
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced, safe for errors and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    """Connection pool settings of the Postgres tier (asyncpg)."""
+
+    url: str
+    min_size: int = 1
+    max_size: int = 10
+    connect_timeout_s: float = 5.0
+    command_timeout_s: float = 30.0
+    pgbouncer: bool = False
+    """Behind pgbouncer in transaction mode: no server-side prepared statements are kept."""
+    max_inactive_connection_lifetime_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.url).scheme
+        if scheme not in ("postgres", "postgresql"):
+            raise ConfigurationError(
+                f"postgres_url must start with postgresql:// (got {redact(self.url)!r}), "
+                "for example postgresql://user:password@host:5432/dbname?sslmode=require"
+            )
+        if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
+            raise ConfigurationError(
+                f"pool sizes must satisfy 0 <= pool_min_size <= pool_max_size and "
+                f"pool_max_size >= 1 (got {self.min_size}, {self.max_size})"
+            )
+        for name in ("connect_timeout_s", "command_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SaverSettings:
+    """Behaviour of the saver that does not depend on the backend."""
+
+    prefix: str = "lgr_"
+    """Prefix of every table (and Redis key): lets several apps share one database."""
+    max_payload_bytes: int = 32 * 1024 * 1024
+    """Largest serialized ``put`` or ``put_writes`` accepted; larger ones raise
+    ``PayloadTooLargeError`` and write nothing."""
+    write_attempts: int = 3
+    """Attempts of a durable write on connection failures before ``DurableWriteError``."""
+    write_retry_deadline_s: float = 10.0
+    """No write retry starts after this many seconds since the first attempt."""
+    migrate_on_enter: bool = True
+    """Apply schema migrations when the saver is entered (else only check the version)."""
+    plaintext_metadata: bool | None = None
+    """Store a plaintext JSON copy of metadata for server-side ``list(filter=...)``.
+    ``None``: yes unless the serde is an ``EncryptedSerializer``."""
+    list_page_size: int = 100
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.prefix):
+            raise ConfigurationError(
+                f"prefix must be lowercase letters, digits and '_' (at most 31, not starting "
+                f"with a digit), got {self.prefix!r}"
+            )
+        if self.max_payload_bytes < 1024:
+            raise ConfigurationError("max_payload_bytes must be at least 1024")
+        if self.write_attempts < 1:
+            raise ConfigurationError("write_attempts must be >= 1")
+        if self.list_page_size < 1:
+            raise ConfigurationError("list_page_size must be >= 1")

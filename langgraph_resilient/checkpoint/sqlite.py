@@ -1,0 +1,568 @@
+"""The embedded durable tier: one SQLite file, no server.
+
+One connection lives on one dedicated thread, so every statement runs in order and the event
+loop never blocks on disk. WAL mode lets other processes read while this one writes; writes
+from several processes wait for each other (``busy_timeout``). Each operation runs in one
+transaction (``BEGIN IMMEDIATE`` for writes, so a retry never sees half of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from langgraph_resilient.checkpoint.records import (
+    ChainLink,
+    CheckpointRecord,
+    CheckpointRow,
+    ListQuery,
+    WriteRecord,
+)
+from langgraph_resilient.checkpoint.schema import SCHEMA_VERSION, check_version
+from langgraph_resilient.checkpoint.store import Skeleton
+from langgraph_resilient.errors import ConfigurationError, TierUnavailableError
+
+T = TypeVar("T")
+
+# Schema, one entry per version, kept in step with the Postgres one. `{p}` is the prefix.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE {p}checkpoints (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL DEFAULT '',
+        checkpoint_id TEXT NOT NULL,
+        parent_checkpoint_id TEXT,
+        run_key TEXT,
+        body_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        metadata_type TEXT NOT NULL,
+        metadata BLOB NOT NULL,
+        metadata_json TEXT,
+        channel_versions TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX {p}checkpoints_run_key ON {p}checkpoints (run_key) WHERE run_key IS NOT NULL;
+    CREATE TABLE {p}blobs (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL DEFAULT '',
+        channel TEXT NOT NULL,
+        version TEXT NOT NULL,
+        type TEXT NOT NULL,
+        blob BLOB,
+        PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE {p}writes (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL DEFAULT '',
+        checkpoint_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        task_path TEXT NOT NULL DEFAULT '',
+        channel TEXT NOT NULL,
+        type TEXT NOT NULL,
+        blob BLOB NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE {p}threads (
+        thread_id TEXT PRIMARY KEY,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+]
+
+CREATE_SCHEMA_TABLE_SQL = """
+CREATE TABLE IF NOT EXISTS {p}schema (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL,
+    applied_at REAL NOT NULL
+)
+"""
+READ_VERSION_SQL = "SELECT version FROM {p}schema WHERE id = 1"
+WRITE_VERSION_SQL = """
+INSERT INTO {p}schema (id, version, applied_at) VALUES (1, ?, ?)
+ON CONFLICT (id) DO UPDATE SET version = excluded.version, applied_at = excluded.applied_at
+"""
+
+INSERT_BLOB_SQL = """
+INSERT INTO {p}blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+"""
+INSERT_CHECKPOINT_SQL = """
+INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+    run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions,
+    created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+"""
+# Regular writes keep the first value for (task_id, idx); special ones (idx < 0) the latest.
+UPSERT_WRITE_SQL = """
+INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,
+    channel, type, blob)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
+    SET channel = excluded.channel, type = excluded.type, blob = excluded.blob,
+        task_path = excluded.task_path
+    WHERE {p}writes.idx < 0
+"""
+
+SELECT_CHECKPOINT_SQL = """
+SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, body_type, body,
+    metadata_type, metadata, channel_versions
+FROM {p}checkpoints
+"""
+# Non-empty values of the channels a checkpoint references.
+SELECT_BLOBS_SQL = """
+SELECT bl.channel, bl.type, bl.blob
+FROM json_each(?) AS v
+JOIN {p}blobs bl ON bl.thread_id = ? AND bl.checkpoint_ns = ?
+    AND bl.channel = v.key AND bl.version = v.value
+WHERE bl.blob IS NOT NULL
+"""
+SELECT_WRITES_SQL = """
+SELECT task_id, idx, channel, type, blob, task_path FROM {p}writes
+WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
+"""
+# The whole parent chain of a checkpoint (parent first) in one recursive query; the values and
+# writes along it are read only as far as the walk needs them.
+PARENT_CHAIN_SQL = """
+WITH RECURSIVE chain(checkpoint_id, parent_checkpoint_id, channel_versions, depth) AS (
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.channel_versions, 0
+    FROM {p}checkpoints c
+    WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2 AND c.checkpoint_id = (
+        SELECT parent_checkpoint_id FROM {p}checkpoints
+        WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND (?3 IS NULL OR checkpoint_id = ?3)
+        ORDER BY checkpoint_id DESC LIMIT 1)
+  UNION ALL
+    SELECT p.checkpoint_id, p.parent_checkpoint_id, p.channel_versions, chain.depth + 1
+    FROM chain JOIN {p}checkpoints p ON p.thread_id = ?1 AND p.checkpoint_ns = ?2
+        AND p.checkpoint_id = chain.parent_checkpoint_id
+)
+SELECT checkpoint_id, channel_versions FROM chain ORDER BY depth
+"""
+SELECT_BLOB_SQL = """
+SELECT type, blob FROM {p}blobs
+WHERE thread_id = ? AND checkpoint_ns = ? AND channel = ? AND version = ? AND blob IS NOT NULL
+"""
+
+DELETE_THREAD_SQL = (
+    "DELETE FROM {p}writes WHERE thread_id = ?",
+    "DELETE FROM {p}blobs WHERE thread_id = ?",
+    "DELETE FROM {p}checkpoints WHERE thread_id = ?",
+)
+# Checkpoints of the given runs and their writes (blobs stay until prune/delete, as on Postgres).
+RUN_CHECKPOINTS_SQL = """
+SELECT thread_id, checkpoint_ns, checkpoint_id FROM {p}checkpoints WHERE run_key = ?
+"""
+DELETE_CHECKPOINT_SQL = """
+DELETE FROM {p}checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
+"""
+DELETE_CHECKPOINT_WRITES_SQL = """
+DELETE FROM {p}writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
+"""
+COPY_THREAD_SQL = (
+    """INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id,
+        parent_checkpoint_id, run_key, body_type, body, metadata_type, metadata, metadata_json,
+        channel_versions, created_at)
+    SELECT ?2, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_key, body_type, body,
+        metadata_type, metadata, metadata_json, channel_versions, created_at
+    FROM {p}checkpoints WHERE thread_id = ?1 ON CONFLICT DO NOTHING""",
+    """INSERT INTO {p}blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT ?2, checkpoint_ns, channel, version, type, blob FROM {p}blobs WHERE thread_id = ?1
+    ON CONFLICT DO NOTHING""",
+    """INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, task_path,
+        channel, type, blob)
+    SELECT ?2, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, type, blob
+    FROM {p}writes WHERE thread_id = ?1 ON CONFLICT DO NOTHING""",
+)
+SKELETONS_SQL = """
+SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, metadata_type, metadata,
+    channel_versions FROM {p}checkpoints WHERE thread_id = ?
+"""
+SEEDED_VERSIONS_SQL = """
+SELECT checkpoint_ns, channel, version FROM {p}blobs
+WHERE thread_id = ? AND blob IS NOT NULL
+    AND channel IN (SELECT value FROM json_each(?))
+"""
+PRUNE_PARENTS_SQL = """
+UPDATE {p}checkpoints SET parent_checkpoint_id = NULL
+WHERE thread_id = ? AND checkpoint_ns = ? AND parent_checkpoint_id = ?
+"""
+# Blobs of a namespace that no remaining checkpoint references.
+PRUNE_BLOBS_SQL = """
+DELETE FROM {p}blobs
+WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND NOT EXISTS (
+    SELECT 1 FROM {p}checkpoints c, json_each(c.channel_versions) AS v
+    WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
+        AND v.key = {p}blobs.channel AND v.value = {p}blobs.version
+)
+"""
+STALE_THREADS_SQL = """
+SELECT thread_id FROM {p}checkpoints
+GROUP BY thread_id HAVING max(created_at) < ? ORDER BY thread_id LIMIT ?
+"""
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class SqliteStore:
+    """The durable tier in one SQLite file (``ResilientSaver.from_urls(sqlite_path=...)``)."""
+
+    tier = "sqlite"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        prefix: str,
+        synchronous: str = "FULL",
+        busy_timeout_s: float = 30.0,
+    ) -> None:
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ConfigurationError(f"sqlite_synchronous must be one of {_SYNCHRONOUS}")
+        self.path = path
+        self.prefix = prefix
+        self.synchronous = synchronous.upper()
+        self.busy_timeout_ms = int(busy_timeout_s * 1000)
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _sql(self, template: str) -> str:
+        return template.format(p=self.prefix)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None or self._conn is None:
+            raise TierUnavailableError(self.tier, "the database is closed (enter the saver)")
+        conn = self._conn
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` inside one immediate (write-locking) transaction."""
+
+        def tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(tx)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` inside one read transaction (a consistent snapshot)."""
+
+        def tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._run(tx)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lgr-sqlite")
+
+        def connect() -> sqlite3.Connection:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            return conn
+
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        except (sqlite3.Error, OSError) as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise TierUnavailableError(self.tier, f"cannot open {self.path!r}: {exc}") from exc
+
+    async def close(self) -> None:
+        conn, executor = self._conn, self._executor
+        if conn is None or executor is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=True)
+        self._conn, self._executor = None, None
+
+    def is_transient(self, exc: BaseException) -> bool:
+        # "database is locked" after busy_timeout: another process holds the write lock.
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+    async def schema_version(self) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            try:
+                row = conn.execute(self._sql(READ_VERSION_SQL)).fetchone()
+            except sqlite3.OperationalError:
+                return 0
+            return int(row[0]) if row else 0
+
+        return await self._run(read)
+
+    async def migrate(self) -> int:
+        def apply(conn: sqlite3.Connection) -> int:
+            conn.execute(self._sql(CREATE_SCHEMA_TABLE_SQL))
+            row = conn.execute(self._sql(READ_VERSION_SQL)).fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                check_version(self.tier, current)
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in self._sql(MIGRATIONS[version - 1]).split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(self._sql(WRITE_VERSION_SQL), (version, time.time()))
+            return SCHEMA_VERSION
+
+        if await self.schema_version() == SCHEMA_VERSION:
+            return SCHEMA_VERSION
+        return await self._write(apply)
+
+    # ---------------------------------------------------------------- writes
+
+    async def put_checkpoint(self, record: CheckpointRecord) -> None:
+        blob_sql = self._sql(INSERT_BLOB_SQL)
+        checkpoint_sql = self._sql(INSERT_CHECKPOINT_SQL)
+        tid, ns = record.thread_id, record.checkpoint_ns
+
+        def put(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                blob_sql, [(tid, ns, b.channel, b.version, b.type, b.data) for b in record.blobs]
+            )
+            conn.execute(
+                checkpoint_sql,
+                (
+                    tid,
+                    ns,
+                    record.checkpoint_id,
+                    record.parent_id,
+                    record.run_key,
+                    record.body[0],
+                    record.body[1],
+                    record.metadata[0],
+                    record.metadata[1],
+                    record.metadata_json,
+                    json.dumps(record.channel_versions),
+                    time.time(),
+                ),
+            )
+
+        await self._write(put)
+
+    async def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        writes: Sequence[WriteRecord],
+        epoch: int | None,
+    ) -> None:
+        sql = self._sql(UPSERT_WRITE_SQL)
+        head = (thread_id, checkpoint_ns, checkpoint_id)
+        rows = [(*head, w.task_id, w.task_path, w.idx, w.channel, w.type, w.data) for w in writes]
+        await self._write(lambda conn: conn.executemany(sql, rows) and None)
+
+    # ---------------------------------------------------------------- reads
+
+    def _load_row(
+        self, conn: sqlite3.Connection, r: sqlite3.Row | tuple[Any, ...]
+    ) -> CheckpointRow:
+        tid, ns, cid, parent, btype, body, mtype, meta, versions = r
+        blobs = conn.execute(self._sql(SELECT_BLOBS_SQL), (versions, tid, ns)).fetchall()
+        writes = conn.execute(self._sql(SELECT_WRITES_SQL), (tid, ns, cid)).fetchall()
+        return CheckpointRow(
+            thread_id=tid,
+            checkpoint_ns=ns,
+            checkpoint_id=cid,
+            parent_id=parent,
+            body=(btype, body),
+            metadata=(mtype, meta),
+            blobs=[(ch, typ, data) for ch, typ, data in blobs],
+            writes=[WriteRecord(t, i, ch, typ, data, path) for t, i, ch, typ, data, path in writes],
+        )
+
+    async def get_checkpoint(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        select = self._sql(SELECT_CHECKPOINT_SQL)
+        if checkpoint_id is None:
+            sql = select + (
+                "WHERE thread_id = ? AND checkpoint_ns = ? ORDER BY checkpoint_id DESC LIMIT 1"
+            )
+            args: tuple[Any, ...] = (thread_id, checkpoint_ns)
+        else:
+            sql = select + "WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
+            args = (thread_id, checkpoint_ns, checkpoint_id)
+
+        def get(conn: sqlite3.Connection) -> CheckpointRow | None:
+            row = conn.execute(sql, args).fetchone()
+            return None if row is None else self._load_row(conn, row)
+
+        return await self._read(get)
+
+    async def list_page(
+        self, query: ListQuery, after: tuple[str, str, str] | None, size: int
+    ) -> list[CheckpointRow]:
+        where: list[str] = []
+        args: list[Any] = []
+        for clause, value in (
+            ("thread_id = ?", query.thread_id),
+            ("checkpoint_ns = ?", query.checkpoint_ns),
+            ("checkpoint_id = ?", query.checkpoint_id),
+            ("checkpoint_id < ?", query.before_id),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if after is not None:
+            where.append("(checkpoint_id, thread_id, checkpoint_ns) < (?, ?, ?)")
+            args.extend(after)
+        sql = self._sql(SELECT_CHECKPOINT_SQL)
+        if where:
+            sql += "WHERE " + " AND ".join(where)
+        sql += " ORDER BY checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC LIMIT ?"
+        args.append(size)
+
+        def page(conn: sqlite3.Connection) -> list[CheckpointRow]:
+            return [self._load_row(conn, r) for r in conn.execute(sql, args).fetchall()]
+
+        return await self._read(page)
+
+    async def parent_chain(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        channels: Sequence[str],
+    ) -> list[ChainLink]:
+        chain_sql = self._sql(PARENT_CHAIN_SQL)
+        blob_sql = self._sql(SELECT_BLOB_SQL)
+        writes_sql = self._sql(SELECT_WRITES_SQL)
+
+        def walk(conn: sqlite3.Connection) -> list[ChainLink]:
+            links: list[ChainLink] = []
+            remaining = set(channels)
+            for cid, versions_json in conn.execute(
+                chain_sql, (thread_id, checkpoint_ns, checkpoint_id)
+            ).fetchall():
+                if not remaining:
+                    break
+                versions = json.loads(versions_json)
+                seeds: dict[str, tuple[str, bytes]] = {}
+                for ch in remaining:
+                    if ch in versions:
+                        found = conn.execute(
+                            blob_sql, (thread_id, checkpoint_ns, ch, versions[ch])
+                        ).fetchone()
+                        if found is not None:
+                            seeds[ch] = (found[0], found[1])
+                writes = [
+                    WriteRecord(t, i, ch, typ, data, path)
+                    for t, i, ch, typ, data, path in conn.execute(
+                        writes_sql, (thread_id, checkpoint_ns, cid)
+                    ).fetchall()
+                    if ch in remaining
+                ]
+                links.append(ChainLink(cid, seeds, writes))
+                remaining -= seeds.keys()
+            return links
+
+        return await self._read(walk)
+
+    # ---------------------------------------------------------------- maintenance
+
+    async def delete_thread(self, thread_id: str) -> None:
+        statements = [self._sql(s) for s in DELETE_THREAD_SQL]
+
+        def delete(conn: sqlite3.Connection) -> None:
+            for sql in statements:
+                conn.execute(sql, (thread_id,))
+
+        await self._write(delete)
+
+    async def delete_for_runs(self, run_keys: Sequence[str]) -> list[str]:
+        find = self._sql(RUN_CHECKPOINTS_SQL)
+        drop_writes = self._sql(DELETE_CHECKPOINT_WRITES_SQL)
+        drop = self._sql(DELETE_CHECKPOINT_SQL)
+
+        def delete(conn: sqlite3.Connection) -> list[str]:
+            threads: set[str] = set()
+            for key in run_keys:
+                for row in conn.execute(find, (key,)).fetchall():
+                    conn.execute(drop_writes, row)
+                    conn.execute(drop, row)
+                    threads.add(row[0])
+            return sorted(threads)
+
+        return await self._write(delete)
+
+    async def copy_thread(self, source: str, target: str) -> None:
+        statements = [self._sql(s) for s in COPY_THREAD_SQL]
+
+        def copy(conn: sqlite3.Connection) -> None:
+            for sql in statements:
+                conn.execute(sql, (source, target))
+
+        await self._write(copy)
+
+    async def skeletons(self, thread_id: str) -> list[Skeleton]:
+        sql = self._sql(SKELETONS_SQL)
+
+        def read(conn: sqlite3.Connection) -> list[Skeleton]:
+            return [
+                Skeleton(ns, cid, parent, (mtype, meta), json.loads(versions))
+                for ns, cid, parent, mtype, meta, versions in conn.execute(
+                    sql, (thread_id,)
+                ).fetchall()
+            ]
+
+        return await self._read(read)
+
+    async def seeded_versions(
+        self, thread_id: str, channels: Sequence[str]
+    ) -> set[tuple[str, str, str]]:
+        sql = self._sql(SEEDED_VERSIONS_SQL)
+        chans = json.dumps(list(channels))
+
+        def read(conn: sqlite3.Connection) -> set[tuple[str, str, str]]:
+            return {
+                (ns, ch, ver) for ns, ch, ver in conn.execute(sql, (thread_id, chans)).fetchall()
+            }
+
+        return await self._read(read)
+
+    async def delete_checkpoints(self, thread_id: str, doomed: dict[str, list[str]]) -> None:
+        drop_writes = self._sql(DELETE_CHECKPOINT_WRITES_SQL)
+        drop = self._sql(DELETE_CHECKPOINT_SQL)
+        unlink = self._sql(PRUNE_PARENTS_SQL)
+        gc = self._sql(PRUNE_BLOBS_SQL)
+
+        def prune(conn: sqlite3.Connection) -> None:
+            for ns, ids in doomed.items():
+                rows = [(thread_id, ns, cid) for cid in ids]
+                conn.executemany(drop_writes, rows)
+                conn.executemany(drop, rows)
+                conn.executemany(unlink, rows)
+                conn.execute(gc, (thread_id, ns))
+
+        await self._write(prune)
+
+    async def threads_older_than(self, cutoff_epoch_s: float, limit: int) -> list[str]:
+        sql = self._sql(STALE_THREADS_SQL)
+        return await self._read(
+            lambda conn: [r[0] for r in conn.execute(sql, (cutoff_epoch_s, limit)).fetchall()]
+        )

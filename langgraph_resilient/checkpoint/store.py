@@ -1,0 +1,117 @@
+"""The durable tier's interface: what the saver needs from Postgres or SQLite.
+
+A store moves already-serialized records; it never sees the serializer. Each mutating method is
+one transaction, and repeating it after a timeout changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from langgraph_resilient.checkpoint.records import (
+    ChainLink,
+    CheckpointRecord,
+    CheckpointRow,
+    ListQuery,
+    Typed,
+    WriteRecord,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Skeleton:
+    """A checkpoint without its values: enough to plan a prune."""
+
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_id: str | None
+    metadata: Typed
+    channel_versions: dict[str, str]
+
+
+class DurableStore(Protocol):
+    """The source of truth. Implemented by ``PostgresStore`` and ``SqliteStore``."""
+
+    tier: str
+    """Name used in errors and metrics: ``"postgres"`` or ``"sqlite"``."""
+
+    async def open(self) -> None:
+        """Connect (failing fast with ``TierUnavailableError``)."""
+
+    async def close(self) -> None:
+        """Release every connection."""
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at (0 when empty)."""
+
+    async def migrate(self) -> int:
+        """Apply missing migrations under a lock; returns the version reached."""
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a connection-level failure worth a bounded retry."""
+
+    async def put_checkpoint(self, record: CheckpointRecord) -> None:
+        """Store a checkpoint and its new blobs in one transaction (idempotent)."""
+
+    async def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        writes: Sequence[WriteRecord],
+        epoch: int | None,
+    ) -> None:
+        """Store writes: regular ones keep their first value, special ones (idx < 0) overwrite."""
+
+    async def get_checkpoint(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        """One checkpoint (the newest in the namespace when ``checkpoint_id`` is None)."""
+
+    async def list_page(
+        self, query: ListQuery, after: tuple[str, str, str] | None, size: int
+    ) -> list[CheckpointRow]:
+        """Up to ``size`` matching checkpoints, newest first, strictly after the keyset
+        cursor ``after = (checkpoint_id, thread_id, checkpoint_ns)`` of the previous page.
+
+        ``query.metadata_filter`` may be applied only loosely (as a pre-filter): the caller
+        filters exactly.
+        """
+
+    async def parent_chain(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        channels: Sequence[str],
+    ) -> list[ChainLink]:
+        """Ancestors of a checkpoint (its parent first) with seeds and writes of ``channels``.
+
+        May stop early once every channel has a seed; callers must not rely on links beyond.
+        """
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Remove every row of a thread."""
+
+    async def delete_for_runs(self, run_keys: Sequence[str]) -> list[str]:
+        """Remove checkpoints made by these runs and their writes; returns affected threads."""
+
+    async def copy_thread(self, source: str, target: str) -> None:
+        """Copy every row of ``source`` to ``target`` in one transaction."""
+
+    async def skeletons(self, thread_id: str) -> list[Skeleton]:
+        """Every checkpoint of a thread, without values."""
+
+    async def seeded_versions(
+        self, thread_id: str, channels: Sequence[str]
+    ) -> set[tuple[str, str, str]]:
+        """``(ns, channel, version)`` of the thread's non-empty blobs on ``channels``."""
+
+    async def delete_checkpoints(self, thread_id: str, doomed: dict[str, list[str]]) -> None:
+        """Delete the named checkpoints (by namespace), their writes, and blobs no kept
+        checkpoint references, in one transaction."""
+
+    async def threads_older_than(self, cutoff_epoch_s: float, limit: int) -> list[str]:
+        """Threads whose newest checkpoint was written before ``cutoff_epoch_s``."""
