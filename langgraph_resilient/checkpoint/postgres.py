@@ -306,6 +306,15 @@ _TRANSIENT = (
 )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook that sends nothing.
+
+    asyncpg's default reset sends RESET ALL/UNLISTEN/... on every release: one extra round trip
+    per operation. The saver leaves no session state behind (no SET, LISTEN, cursors or session
+    advisory locks), and asyncpg still rolls back any transaction left open before this runs.
+    """
+
+
 def _writes(row: Any, prefix: str = "w_") -> list[WriteRecord]:
     task_ids = row["task_ids"]
     if not task_ids:
@@ -383,6 +392,7 @@ class PostgresStore:
                     command_timeout=s.command_timeout_s,
                     statement_cache_size=0 if s.pgbouncer else 256,
                     max_inactive_connection_lifetime=s.max_inactive_connection_lifetime_s,
+                    reset=_keep_session,
                 ),
                 timeout=s.connect_timeout_s * 2,
             )

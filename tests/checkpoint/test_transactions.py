@@ -1,0 +1,56 @@
+"""Each put and put_writes is one statement (one transaction, one round trip once prepared),
+and repeating one, as a retry after a lost reply would, changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.base import empty_checkpoint
+
+from langgraph_resilient import ResilientSaver
+from tests.conftest import SaverFactory
+
+
+def _cp(i: int) -> dict[str, Any]:
+    cp = dict(empty_checkpoint())
+    cp["channel_values"] = {"a": i, "b": [i]}
+    cp["channel_versions"] = {"a": str(i), "b": str(i)}
+    return cp
+
+
+async def test_repeated_put_and_put_writes_change_nothing(saver: ResilientSaver) -> None:
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    cp = _cp(1)
+    stored = await saver.aput(config, cp, {"step": 1}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
+    again = await saver.aput(config, cp, {"step": 1}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
+    assert again == stored
+    await saver.aput_writes(stored, [("a", 10), ("__interrupt__", "first")], "task")
+    await saver.aput_writes(stored, [("a", 99), ("__interrupt__", "second")], "task")
+    tup = await saver.aget_tuple(stored)
+    assert tup is not None
+    # writes_sort_key order: (task_path, task_id, idx), special channels have negative idx
+    assert tup.pending_writes == [("task", "__interrupt__", "second"), ("task", "a", 10)]
+    assert len([t async for t in saver.alist(config)]) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_put_and_put_writes_are_one_statement_each(make_saver: SaverFactory) -> None:
+    """Counted on the wire: the pool's only connection logs every query it sends."""
+    saver = await make_saver(pool_min_size=1, pool_max_size=1)
+    pool = saver.store.pool  # type: ignore[attr-defined]
+    statements: list[str] = []
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    async with pool.acquire() as conn:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+    # the first use of a statement prepares it and looks up its types: not counted
+    warm = await saver.aput(config, _cp(0), {}, {"a": "0", "b": "0"})  # type: ignore[arg-type]
+    await saver.aput_writes(warm, [("a", 0)], "warm")
+    await saver.aget_tuple(config)  # type: ignore[arg-type]
+    statements.clear()
+    stored = await saver.aput(config, _cp(1), {}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
+    assert len(statements) == 1 and "INSERT INTO" in statements[0]
+    await saver.aput_writes(stored, [("a", 1), ("b", 2), ("__error__", "x")], "task")
+    assert len(statements) == 2
+    await saver.aget_tuple(config)  # type: ignore[arg-type]
+    assert len(statements) == 3
