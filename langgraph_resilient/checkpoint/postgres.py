@@ -25,7 +25,7 @@ from langgraph_resilient.checkpoint.records import (
 )
 from langgraph_resilient.checkpoint.schema import SCHEMA_VERSION, check_version
 from langgraph_resilient.checkpoint.settings import PostgresSettings, redact
-from langgraph_resilient.checkpoint.store import Skeleton
+from langgraph_resilient.checkpoint.store import Skeleton, check_fence, check_head
 from langgraph_resilient.errors import SchemaVersionError, TierUnavailableError
 
 # Schema, one entry per version. `{p}` is the table prefix.
@@ -72,7 +72,15 @@ MIGRATIONS: list[str] = [
     CREATE TABLE {p}threads (
         thread_id text COLLATE "C" PRIMARY KEY,
         epoch bigint NOT NULL DEFAULT 0,
+        lease_token text,
+        lease_expires_at timestamptz,
         updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE {p}heads (
+        thread_id text COLLATE "C" NOT NULL,
+        checkpoint_ns text COLLATE "C" NOT NULL,
+        checkpoint_id text COLLATE "C" NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_ns)
     );
     """,
 ]
@@ -93,33 +101,96 @@ ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, applied_at = now()
 # Serializes migrations across replicas starting at once (released at commit).
 MIGRATION_LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
 
-# A checkpoint and the values of the channels it changed, in one statement (one transaction).
-# A repeat (retry after a lost reply) finds every row present and changes nothing.
-PUT_CHECKPOINT_SQL = """
-WITH new_blobs AS (
+# Statement pieces shared by the plain and the fenced writes. `{guard}` is empty for plain
+# writes and makes the rows conditional on the fence (and the head check) for fenced ones.
+_INSERT_BLOBS = """
     INSERT INTO {p}blobs (thread_id, checkpoint_ns, channel, version, type, blob)
     SELECT $1, $2, b.channel, b.version, b.type, b.blob
     FROM unnest($10::text[], $11::text[], $12::text[], $13::bytea[])
         AS b(channel, version, type, blob)
-    ON CONFLICT DO NOTHING
-)
-INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
-    run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $14::jsonb, $15::jsonb)
-ON CONFLICT DO NOTHING
+    {guard}
+    ON CONFLICT DO NOTHING"""
+_INSERT_CHECKPOINT = """
+    INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+        run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $14::jsonb, $15::jsonb
+    {guard}
+    ON CONFLICT DO NOTHING"""
+# Regular writes keep the first value for (task_id, idx); the special channels (negative idx:
+# error, interrupt, resume, scheduled) take the latest.
+_INSERT_WRITES = """
+    INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,
+        channel, type, blob)
+    SELECT $1, $2, $3, $4, $5, w.idx, w.channel, w.type, w.blob
+    FROM unnest($6::int[], $7::text[], $8::text[], $9::bytea[]) AS w(idx, channel, type, blob)
+    {guard}
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
+        SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob,
+            task_path = EXCLUDED.task_path
+        WHERE {p}writes.idx < 0"""
+# The fence: raise the thread's epoch to `{epoch}` unless it is already higher. ON CONFLICT DO
+# UPDATE locks the row and re-reads its newest version, so concurrent writers of one thread
+# serialize here and a superseded lease finds the newer epoch and writes nothing.
+_FENCE = """
+fence AS (
+    INSERT INTO {p}threads AS t (thread_id, epoch) VALUES ($1, {epoch})
+    ON CONFLICT (thread_id) DO UPDATE SET epoch = EXCLUDED.epoch, updated_at = now()
+        WHERE t.epoch <= EXCLUDED.epoch
+    RETURNING 1
+)"""
+
+
+def _unguarded(fragment: str) -> str:
+    return fragment.replace("{guard}", "")
+
+
+def _guarded(fragment: str, by: str) -> str:
+    return fragment.replace("{guard}", f"WHERE EXISTS (SELECT 1 FROM {by})")
+
+
+# A checkpoint and the values of the channels it changed, in one statement (one transaction).
+# A repeat (retry after a lost reply) finds every row present and changes nothing. A thread
+# once written under a lease has `heads` rows; plain writes move them too, so the next fenced
+# write compares its parent against the real head.
+PUT_CHECKPOINT_SQL = f"""
+WITH new_blobs AS ({_unguarded(_INSERT_BLOBS)}
+), moved_head AS (
+    UPDATE {{p}}heads SET checkpoint_id = $3
+    WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id < $3
+){_unguarded(_INSERT_CHECKPOINT)}
 """
 
-# A task's writes. Regular writes keep the first value for (task_id, idx); the special channels
-# (negative idx: error, interrupt, resume, scheduled) take the latest.
-PUT_WRITES_SQL = """
-INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,
-    channel, type, blob)
-SELECT $1, $2, $3, $4, $5, w.idx, w.channel, w.type, w.blob
-FROM unnest($6::int[], $7::text[], $8::text[], $9::bytea[]) AS w(idx, channel, type, blob)
-ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
-    SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob,
-        task_path = EXCLUDED.task_path
-    WHERE {p}writes.idx < 0
+# A put under a lease ($16 is its epoch): the fence, then a compare-and-set of the namespace's
+# head from the checkpoint's parent to the checkpoint (a retry of the same put passes too), then
+# the rows, written only if both hold. The first fenced write of a namespace takes the newest
+# stored checkpoint as the head. Returns which check failed, if any.
+PUT_CHECKPOINT_FENCED_SQL = f"""
+WITH {_FENCE.replace("{epoch}", "$16")}, advance AS (
+    INSERT INTO {{p}}heads AS h (thread_id, checkpoint_ns, checkpoint_id)
+    SELECT $1, $2, $3 FROM fence
+    WHERE EXISTS (SELECT 1 FROM {{p}}heads WHERE thread_id = $1 AND checkpoint_ns = $2)
+        OR (SELECT max(checkpoint_id) FROM {{p}}checkpoints
+            WHERE thread_id = $1 AND checkpoint_ns = $2) IS NOT DISTINCT FROM $4::text
+        OR (SELECT max(checkpoint_id) FROM {{p}}checkpoints
+            WHERE thread_id = $1 AND checkpoint_ns = $2) = $3
+    ON CONFLICT (thread_id, checkpoint_ns) DO UPDATE SET checkpoint_id = EXCLUDED.checkpoint_id
+        WHERE h.checkpoint_id IS NOT DISTINCT FROM $4::text
+            OR h.checkpoint_id = EXCLUDED.checkpoint_id
+    RETURNING 1
+), new_blobs AS ({_guarded(_INSERT_BLOBS, "advance")}
+), new_checkpoint AS ({_guarded(_INSERT_CHECKPOINT, "advance")}
+)
+SELECT EXISTS (SELECT 1 FROM fence) AS fenced, EXISTS (SELECT 1 FROM advance) AS advanced
+"""
+
+# A task's writes, in one statement.
+PUT_WRITES_SQL = _unguarded(_INSERT_WRITES)
+
+# A task's writes under a lease ($10 is its epoch): written only if the fence holds.
+PUT_WRITES_FENCED_SQL = f"""
+WITH {_FENCE.replace("{epoch}", "$10")}, new_writes AS ({_guarded(_INSERT_WRITES, "fence")}
+)
+SELECT EXISTS (SELECT 1 FROM fence) AS fenced
 """
 
 # A checkpoint with its non-empty channel values and its pending writes, as parallel arrays.
@@ -209,15 +280,18 @@ LEFT JOIN LATERAL (
 ORDER BY chain.depth
 """
 
-# All of a thread, in one statement.
+# All of a thread, in one statement. Its epoch stays: a superseded lease must not write into a
+# thread that is recreated under the same id.
 DELETE_THREAD_SQL = """
 WITH w AS (DELETE FROM {p}writes WHERE thread_id = $1),
-     b AS (DELETE FROM {p}blobs WHERE thread_id = $1)
+     b AS (DELETE FROM {p}blobs WHERE thread_id = $1),
+     h AS (DELETE FROM {p}heads WHERE thread_id = $1)
 DELETE FROM {p}checkpoints WHERE thread_id = $1
 """
 
 # Checkpoints of the given runs and their writes. Blobs they alone used stay until the thread is
 # pruned or deleted: collecting them here could race a concurrent put that reuses a version.
+# A deleted head forgets the namespace's `heads` row; the next fenced put starts it afresh.
 DELETE_FOR_RUNS_SQL = """
 WITH gone AS (
     DELETE FROM {p}checkpoints WHERE run_key = ANY($1::text[])
@@ -226,6 +300,10 @@ WITH gone AS (
     DELETE FROM {p}writes wr USING gone
     WHERE wr.thread_id = gone.thread_id AND wr.checkpoint_ns = gone.checkpoint_ns
         AND wr.checkpoint_id = gone.checkpoint_id
+), h AS (
+    DELETE FROM {p}heads hd USING gone
+    WHERE hd.thread_id = gone.thread_id AND hd.checkpoint_ns = gone.checkpoint_ns
+        AND hd.checkpoint_id = gone.checkpoint_id
 )
 SELECT DISTINCT thread_id FROM gone
 """
@@ -364,7 +442,9 @@ class PostgresStore:
         self.pool: asyncpg.Pool | None = None
         p = prefix
         self._put_checkpoint = PUT_CHECKPOINT_SQL.format(p=p)
+        self._put_checkpoint_fenced = PUT_CHECKPOINT_FENCED_SQL.format(p=p)
         self._put_writes = PUT_WRITES_SQL.format(p=p)
+        self._put_writes_fenced = PUT_WRITES_FENCED_SQL.format(p=p)
         self._get = GET_CHECKPOINT_SQL.format(p=p)
         self._get_latest = GET_LATEST_SQL.format(p=p)
         self._select = SELECT_CHECKPOINT_SQL.format(p=p)
@@ -452,8 +532,7 @@ class PostgresStore:
 
     async def put_checkpoint(self, record: CheckpointRecord) -> None:
         blobs = record.blobs
-        await self._pool().execute(
-            self._put_checkpoint,
+        args = [
             record.thread_id,
             record.checkpoint_ns,
             record.checkpoint_id,
@@ -469,7 +548,13 @@ class PostgresStore:
             [b.data for b in blobs],
             record.metadata_json,
             json.dumps(record.channel_versions),
-        )
+        ]
+        if record.epoch is None:
+            await self._pool().execute(self._put_checkpoint, *args)
+            return
+        row = await self._pool().fetchrow(self._put_checkpoint_fenced, *args, record.epoch)
+        check_fence(record.thread_id, record.epoch, row["fenced"])
+        check_head(record, row["advanced"])
 
     async def put_writes(
         self,
@@ -479,8 +564,7 @@ class PostgresStore:
         writes: Sequence[WriteRecord],
         epoch: int | None,
     ) -> None:
-        await self._pool().execute(
-            self._put_writes,
+        args = [
             thread_id,
             checkpoint_ns,
             checkpoint_id,
@@ -490,7 +574,12 @@ class PostgresStore:
             [w.channel for w in writes],
             [w.type for w in writes],
             [w.data for w in writes],
-        )
+        ]
+        if epoch is None:
+            await self._pool().execute(self._put_writes, *args)
+            return
+        fenced = await self._pool().fetchval(self._put_writes_fenced, *args, epoch)
+        check_fence(thread_id, epoch, fenced)
 
     # ---------------------------------------------------------------- reads
 

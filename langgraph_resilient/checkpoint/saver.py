@@ -92,6 +92,9 @@ class ResilientSaver(
         self.store = store
         self.settings = settings or SaverSettings()
         self._bridge = LoopBridge()
+        # Epochs of the thread leases this process holds (see lock_thread): every write to one of
+        # these threads is fenced with its epoch.
+        self._leases: dict[str, int] = {}
 
     # ------------------------------------------------------------------ construction
 
@@ -300,7 +303,6 @@ class ResilientSaver(
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
-        epoch: int | None,
     ) -> CheckpointRecord:
         loc = Locator.of(config)
         serde = self.serde
@@ -331,7 +333,7 @@ class ResilientSaver(
             run_key=codec.run_key(meta.get("run_id")),
             channel_versions={k: str(v) for k, v in checkpoint["channel_versions"].items()},
             blobs=blobs,
-            epoch=epoch,
+            epoch=self._leases.get(loc.thread_id),
         )
 
     def _write_records(
@@ -437,7 +439,7 @@ class ResilientSaver(
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store a checkpoint and the channel values in ``new_versions``, in one transaction."""
-        record = self._checkpoint_record(config, checkpoint, metadata, new_versions, None)
+        record = self._checkpoint_record(config, checkpoint, metadata, new_versions)
         await self._bridge.hop(
             self._with_retry("put", lambda: self.store.put_checkpoint(record), write=True)
         )
@@ -464,7 +466,9 @@ class ResilientSaver(
         await self._bridge.hop(
             self._with_retry(
                 "put_writes",
-                lambda: self.store.put_writes(loc.thread_id, loc.checkpoint_ns, cid, records, None),
+                lambda: self.store.put_writes(
+                    loc.thread_id, loc.checkpoint_ns, cid, records, self._leases.get(loc.thread_id)
+                ),
                 write=True,
             )
         )

@@ -25,7 +25,7 @@ from langgraph_resilient.checkpoint.records import (
     WriteRecord,
 )
 from langgraph_resilient.checkpoint.schema import SCHEMA_VERSION, check_version
-from langgraph_resilient.checkpoint.store import Skeleton
+from langgraph_resilient.checkpoint.store import Skeleton, check_fence, check_head
 from langgraph_resilient.errors import ConfigurationError, TierUnavailableError
 
 T = TypeVar("T")
@@ -73,7 +73,15 @@ MIGRATIONS: list[str] = [
     CREATE TABLE {p}threads (
         thread_id TEXT PRIMARY KEY,
         epoch INTEGER NOT NULL DEFAULT 0,
+        lease_token TEXT,
+        lease_expires_at REAL,
         updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE {p}heads (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_ns)
     ) WITHOUT ROWID;
     """,
 ]
@@ -100,6 +108,28 @@ INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_chec
     run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions,
     created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+"""
+# Plain puts move a namespace's `heads` row (present once the thread was written under a lease)
+# so the next fenced put compares its parent against the real head.
+MOVE_HEAD_SQL = """
+UPDATE {p}heads SET checkpoint_id = ?3
+WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND checkpoint_id < ?3
+"""
+# Fenced writes, inside the write transaction: the thread's epoch, raised unless it is higher.
+READ_EPOCH_SQL = "SELECT epoch FROM {p}threads WHERE thread_id = ?"
+RAISE_EPOCH_SQL = """
+INSERT INTO {p}threads (thread_id, epoch, updated_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (thread_id) DO UPDATE SET epoch = excluded.epoch, updated_at = excluded.updated_at
+"""
+# The head a fenced put must extend: the `heads` row, or the newest checkpoint before the first.
+READ_HEAD_SQL = """
+SELECT coalesce(
+    (SELECT checkpoint_id FROM {p}heads WHERE thread_id = ?1 AND checkpoint_ns = ?2),
+    (SELECT max(checkpoint_id) FROM {p}checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2))
+"""
+SET_HEAD_SQL = """
+INSERT INTO {p}heads (thread_id, checkpoint_ns, checkpoint_id) VALUES (?1, ?2, ?3)
+ON CONFLICT (thread_id, checkpoint_ns) DO UPDATE SET checkpoint_id = excluded.checkpoint_id
 """
 # Regular writes keep the first value for (task_id, idx); special ones (idx < 0) the latest.
 UPSERT_WRITE_SQL = """
@@ -151,7 +181,9 @@ SELECT type, blob FROM {p}blobs
 WHERE thread_id = ? AND checkpoint_ns = ? AND channel = ? AND version = ? AND blob IS NOT NULL
 """
 
+# A thread's rows; its epoch stays, as on Postgres.
 DELETE_THREAD_SQL = (
+    "DELETE FROM {p}heads WHERE thread_id = ?",
     "DELETE FROM {p}writes WHERE thread_id = ?",
     "DELETE FROM {p}blobs WHERE thread_id = ?",
     "DELETE FROM {p}checkpoints WHERE thread_id = ?",
@@ -165,6 +197,9 @@ DELETE FROM {p}checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpo
 """
 DELETE_CHECKPOINT_WRITES_SQL = """
 DELETE FROM {p}writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
+"""
+FORGET_HEAD_SQL = """
+DELETE FROM {p}heads WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
 """
 COPY_THREAD_SQL = (
     """INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id,
@@ -334,12 +369,27 @@ class SqliteStore:
 
     # ---------------------------------------------------------------- writes
 
+    def _fence(self, conn: sqlite3.Connection, thread_id: str, epoch: int | None) -> None:
+        """Inside a write transaction: refuse a superseded lease, else record its epoch."""
+        if epoch is None:
+            return
+        row = conn.execute(self._sql(READ_EPOCH_SQL), (thread_id,)).fetchone()
+        check_fence(thread_id, epoch, row is None or int(row[0]) <= epoch)
+        conn.execute(self._sql(RAISE_EPOCH_SQL), (thread_id, epoch, time.time()))
+
     async def put_checkpoint(self, record: CheckpointRecord) -> None:
         blob_sql = self._sql(INSERT_BLOB_SQL)
         checkpoint_sql = self._sql(INSERT_CHECKPOINT_SQL)
-        tid, ns = record.thread_id, record.checkpoint_ns
+        tid, ns, cid = record.thread_id, record.checkpoint_ns, record.checkpoint_id
 
         def put(conn: sqlite3.Connection) -> None:
+            self._fence(conn, tid, record.epoch)
+            if record.epoch is None:
+                conn.execute(self._sql(MOVE_HEAD_SQL), (tid, ns, cid))
+            else:
+                (head,) = conn.execute(self._sql(READ_HEAD_SQL), (tid, ns)).fetchone()
+                check_head(record, head in (record.parent_id, cid))
+                conn.execute(self._sql(SET_HEAD_SQL), (tid, ns, cid))
             conn.executemany(
                 blob_sql, [(tid, ns, b.channel, b.version, b.type, b.data) for b in record.blobs]
             )
@@ -348,7 +398,7 @@ class SqliteStore:
                 (
                     tid,
                     ns,
-                    record.checkpoint_id,
+                    cid,
                     record.parent_id,
                     record.run_key,
                     record.body[0],
@@ -374,7 +424,12 @@ class SqliteStore:
         sql = self._sql(UPSERT_WRITE_SQL)
         head = (thread_id, checkpoint_ns, checkpoint_id)
         rows = [(*head, w.task_id, w.task_path, w.idx, w.channel, w.type, w.data) for w in writes]
-        await self._write(lambda conn: conn.executemany(sql, rows) and None)
+
+        def put(conn: sqlite3.Connection) -> None:
+            self._fence(conn, thread_id, epoch)
+            conn.executemany(sql, rows)
+
+        await self._write(put)
 
     # ---------------------------------------------------------------- reads
 
@@ -498,11 +553,13 @@ class SqliteStore:
         find = self._sql(RUN_CHECKPOINTS_SQL)
         drop_writes = self._sql(DELETE_CHECKPOINT_WRITES_SQL)
         drop = self._sql(DELETE_CHECKPOINT_SQL)
+        forget_head = self._sql(FORGET_HEAD_SQL)
 
         def delete(conn: sqlite3.Connection) -> list[str]:
             threads: set[str] = set()
             for key in run_keys:
                 for row in conn.execute(find, (key,)).fetchall():
+                    conn.execute(forget_head, row)
                     conn.execute(drop_writes, row)
                     conn.execute(drop, row)
                     threads.add(row[0])

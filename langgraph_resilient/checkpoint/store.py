@@ -18,6 +18,7 @@ from langgraph_resilient.checkpoint.records import (
     Typed,
     WriteRecord,
 )
+from langgraph_resilient.errors import ForkedHistoryError, StaleLeaseError
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +116,23 @@ class DurableStore(Protocol):
 
     async def threads_older_than(self, cutoff_epoch_s: float, limit: int) -> list[str]:
         """Threads whose newest checkpoint was written before ``cutoff_epoch_s``."""
+
+
+def check_fence(thread_id: str, epoch: int, held: bool) -> None:
+    """Raise :class:`StaleLeaseError` when a fenced write found a newer epoch."""
+    if not held:
+        raise StaleLeaseError(
+            f"thread {thread_id!r}: the lease with epoch {epoch} was taken over by a newer "
+            "holder; nothing was written. Stop working on this thread and re-read its state"
+        )
+
+
+def check_head(record: CheckpointRecord, advanced: bool) -> None:
+    """Raise :class:`ForkedHistoryError` when a fenced put's parent is not the head."""
+    if not advanced:
+        raise ForkedHistoryError(
+            f"thread {record.thread_id!r} namespace {record.checkpoint_ns!r}: checkpoint "
+            f"{record.checkpoint_id} has parent {record.parent_id!r}, which is not the thread's "
+            "head; nothing was written. Another writer advanced the thread: reload its state. "
+            "(Under a lease, history is linear: fork with copy_thread instead.)"
+        )

@@ -1,0 +1,105 @@
+"""Redis connections from a URL: plain, TLS, Sentinel and Cluster (redis-py's asyncio client).
+
+Accepted URLs:
+
+- ``redis://[user:password@]host:6379/0`` and ``rediss://...`` (TLS);
+- ``redis+sentinel://[password@]host:26379[,host2:26379]/service_name[/db]`` (the master of
+  ``service_name``, found through the sentinels);
+- ``redis+cluster://host:7000[,host2:7001]`` and ``rediss+cluster://...`` (Redis Cluster; every
+  per-thread key carries a ``{thread_id}`` hash tag so a thread's keys share one slot).
+
+Only plain Redis commands and Lua are used: no modules (RedisJSON, RediSearch) are needed, and
+Valkey works the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from langgraph_resilient.checkpoint.settings import redact
+from langgraph_resilient.errors import ConfigurationError
+
+_SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster", "rediss+cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """How the Redis tier connects and how long it waits before giving up on Redis."""
+
+    url: str
+    socket_timeout_s: float = 0.25
+    """Per-command timeout. Short on purpose: a slow Redis must not slow a graph step; after it
+    the call counts as a Redis failure and the saver uses the local cache and Postgres."""
+    connect_timeout_s: float = 0.5
+    max_connections: int = 64
+    key_ttl_s: int = 7 * 24 * 3600
+    """Expiry of cached entries (heads, checkpoints, values, writes). Redis is a cache: an
+    expired entry is read again from Postgres."""
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.url).scheme
+        if scheme not in _SCHEMES:
+            raise ConfigurationError(
+                f"redis_url must use one of {', '.join(s + '://' for s in _SCHEMES)}; got "
+                f"{redact(self.url)!r}"
+            )
+        if self.socket_timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ConfigurationError("Redis timeouts must be > 0")
+        if self.key_ttl_s < 1:
+            raise ConfigurationError("redis_key_ttl_s must be >= 1")
+
+
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    hosts = []
+    for part in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = part.partition(":")
+        hosts.append((host or "127.0.0.1", int(port or default_port)))
+    return hosts
+
+
+def connect(settings: RedisSettings) -> Any:
+    """A redis-py asyncio client for ``settings.url`` (not yet connected: commands connect).
+
+    The return type is ``Redis`` or ``RedisCluster``; both accept the commands the tier uses.
+    """
+    url = settings.url
+    parts = urlsplit(url)
+    common: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.connect_timeout_s,
+    }
+    if parts.scheme in ("redis", "rediss"):
+        return Redis.from_url(url, max_connections=settings.max_connections, **common)
+    password = unquote(parts.password) if parts.password else None
+    username = unquote(parts.username) if parts.username and parts.password else None
+    if parts.scheme == "redis+sentinel":
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise ConfigurationError(
+                "a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster/0"
+            )
+        service, db = path[0], int(path[1]) if len(path) > 1 else 0
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            _hosts(parts.netloc, 26379),
+            sentinel_kwargs=common,
+            password=password,
+            username=username,
+            db=db,
+            **common,
+        )
+        return sentinel.master_for(service)
+    nodes = [ClusterNode(host, port) for host, port in _hosts(parts.netloc, 6379)]
+    return RedisCluster(
+        startup_nodes=nodes,
+        password=password,
+        username=username,
+        ssl=parts.scheme == "rediss+cluster",
+        max_connections=settings.max_connections,
+        **common,
+    )
