@@ -10,13 +10,15 @@ from typing import Any
 
 import asyncpg
 import pytest
+import redis.asyncio
 
 from langgraph_resilient import ResilientSaver
 
 POSTGRES_URL = os.environ.get("LGR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LGR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-BACKENDS = ["postgres", "sqlite"]
+BACKENDS = ["postgres", "sqlite", "tiered"]
+"""``tiered`` is Postgres with the Redis tier and the in-process cache in front of it."""
 
 
 def unique_prefix() -> str:
@@ -37,6 +39,16 @@ async def drop_prefixed_tables(url: str, prefix: str) -> None:
             await conn.execute(f'DROP TABLE IF EXISTS "{row["tablename"]}" CASCADE')
     finally:
         await conn.close()
+
+
+async def drop_prefixed_keys(url: str, prefix: str) -> None:
+    """Delete every Redis key under ``prefix`` (the test's own keys)."""
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
 
 
 SaverFactory = Callable[..., Awaitable[ResilientSaver]]
@@ -70,8 +82,10 @@ async def make_saver(backend: str, tmp_path: Path) -> AsyncIterator[SaverFactory
     opened: list[ResilientSaver] = []
 
     async def factory(**kwargs: Any) -> ResilientSaver:
-        if backend == "postgres":
+        if backend in ("postgres", "tiered"):
             kwargs.setdefault("postgres_url", POSTGRES_URL)
+            if backend == "tiered":
+                kwargs.setdefault("redis_url", REDIS_URL)
         else:
             kwargs.setdefault("sqlite_path", str(sqlite_path))
         kwargs.setdefault("prefix", prefix)
@@ -85,8 +99,10 @@ async def make_saver(backend: str, tmp_path: Path) -> AsyncIterator[SaverFactory
     finally:
         for saver in reversed(opened):
             await saver.__aexit__(None, None, None)
-        if backend == "postgres":
+        if backend in ("postgres", "tiered"):
             await drop_prefixed_tables(POSTGRES_URL, prefix)
+        if backend == "tiered":
+            await drop_prefixed_keys(REDIS_URL, prefix)
 
 
 @pytest.fixture

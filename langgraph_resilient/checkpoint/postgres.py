@@ -82,6 +82,10 @@ MIGRATIONS: list[str] = [
         checkpoint_id text COLLATE "C" NOT NULL,
         PRIMARY KEY (thread_id, checkpoint_ns)
     );
+    CREATE TABLE {p}cache_dirty (
+        thread_id text COLLATE "C" PRIMARY KEY,
+        seq bigint GENERATED ALWAYS AS IDENTITY
+    );
     """,
 ]
 
@@ -197,7 +201,7 @@ SELECT EXISTS (SELECT 1 FROM fence) AS fenced
 # The WHERE/ORDER/LIMIT tail is appended by the caller (get_checkpoint, list_page).
 SELECT_CHECKPOINT_SQL = """
 SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
-    c.body_type, c.body, c.metadata_type, c.metadata,
+    c.body_type, c.body, c.metadata_type, c.metadata, c.channel_versions::text AS versions,
     b.channels, b.types, b.blobs,
     w.task_ids, w.idxs, w.channels AS w_channels, w.types AS w_types, w.blobs AS w_blobs,
     w.paths AS w_paths
@@ -363,6 +367,19 @@ WHERE bl.thread_id = $1 AND bl.checkpoint_ns = $2 AND NOT EXISTS (
 )
 """
 
+# Threads written while Redis was unreachable: their cached entries may be stale until a
+# replica bumps their cache generation. A new mark takes a new seq, so clearing what a repair
+# read never erases a mark made after it.
+MARK_DIRTY_SQL = """
+INSERT INTO {p}cache_dirty AS d (thread_id) SELECT unnest($1::text[])
+ON CONFLICT (thread_id) DO UPDATE SET seq = DEFAULT
+"""
+DIRTY_THREADS_SQL = "SELECT thread_id, seq FROM {p}cache_dirty ORDER BY seq LIMIT $1"
+CLEAR_DIRTY_SQL = """
+DELETE FROM {p}cache_dirty d USING unnest($1::text[], $2::bigint[]) AS r(thread_id, seq)
+WHERE d.thread_id = r.thread_id AND d.seq <= r.seq
+"""
+
 # Retention: threads whose newest checkpoint is older than a cutoff.
 STALE_THREADS_SQL = """
 SELECT thread_id FROM {p}checkpoints
@@ -428,6 +445,7 @@ def _row(row: Any) -> CheckpointRow:
         metadata=(row["metadata_type"], row["metadata"]),
         blobs=_blobs(row),
         writes=_writes(row),
+        versions=json.loads(row["versions"]),
     )
 
 
@@ -694,6 +712,18 @@ class PostgresStore:
                 ):
                     await conn.execute(self._sql(template), thread_id, ns, ids)
                 await conn.execute(self._sql(PRUNE_BLOBS_SQL), thread_id, ns)
+
+    async def mark_dirty(self, thread_ids: Sequence[str]) -> None:
+        await self._pool().execute(self._sql(MARK_DIRTY_SQL), list(thread_ids))
+
+    async def dirty_threads(self, limit: int) -> list[tuple[str, int]]:
+        rows = await self._pool().fetch(self._sql(DIRTY_THREADS_SQL), limit)
+        return [(r["thread_id"], r["seq"]) for r in rows]
+
+    async def clear_dirty(self, entries: Sequence[tuple[str, int]]) -> None:
+        await self._pool().execute(
+            self._sql(CLEAR_DIRTY_SQL), [t for t, _ in entries], [q for _, q in entries]
+        )
 
     async def threads_older_than(self, cutoff_epoch_s: float, limit: int) -> list[str]:
         rows = await self._pool().fetch(self._sql(STALE_THREADS_SQL), cutoff_epoch_s, limit)

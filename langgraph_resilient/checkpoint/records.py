@@ -72,6 +72,8 @@ class CheckpointRow:
     blobs: list[tuple[str, str, bytes]] = field(default_factory=list)
     """``(channel, type, data)`` for every non-empty channel the checkpoint references."""
     writes: list[WriteRecord] = field(default_factory=list)
+    versions: dict[str, str] | None = None
+    """The checkpoint's channel versions (as stored, text), for the cache tiers."""
 
 
 @dataclass(slots=True)

@@ -20,7 +20,9 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 from langgraph_resilient.checkpoint.settings import redact
 from langgraph_resilient.errors import ConfigurationError
@@ -41,6 +43,10 @@ class RedisSettings:
     key_ttl_s: int = 7 * 24 * 3600
     """Expiry of cached entries (heads, checkpoints, values, writes). Redis is a cache: an
     expired entry is read again from Postgres."""
+    repair_interval_s: float = 1.0
+    """How often each replica repairs threads that another replica wrote while it could not
+    reach Redis. Bounds how long such a replica's writes can stay invisible to replicas that
+    kept Redis (a partial outage)."""
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.url).scheme
@@ -53,6 +59,8 @@ class RedisSettings:
             raise ConfigurationError("Redis timeouts must be > 0")
         if self.key_ttl_s < 1:
             raise ConfigurationError("redis_key_ttl_s must be >= 1")
+        if self.repair_interval_s <= 0:
+            raise ConfigurationError("redis_repair_interval_s must be > 0")
 
 
 def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
@@ -70,9 +78,12 @@ def connect(settings: RedisSettings) -> Any:
     """
     url = settings.url
     parts = urlsplit(url)
+    # No client-side retries (redis-py retries 10 times by default): a failing Redis must cost
+    # one timeout at most, then the tier's breaker decides.
     common: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout_s,
         "socket_connect_timeout": settings.connect_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
     }
     if parts.scheme in ("redis", "rediss"):
         return Redis.from_url(url, max_connections=settings.max_connections, **common)

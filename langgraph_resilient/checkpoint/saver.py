@@ -7,6 +7,7 @@ home loop through :class:`LoopBridge`, so there is one code path for both.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import (
@@ -36,8 +37,10 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from langgraph_resilient.checkpoint import codec, history
+from langgraph_resilient.checkpoint import codec, history, redis_conn
 from langgraph_resilient.checkpoint.bridge import LoopBridge
+from langgraph_resilient.checkpoint.cache import LocalCache
+from langgraph_resilient.checkpoint.lease import ThreadLock
 from langgraph_resilient.checkpoint.locator import Locator, configurable, thread_id_of
 from langgraph_resilient.checkpoint.records import (
     EMPTY_BLOB_TYPE,
@@ -47,10 +50,13 @@ from langgraph_resilient.checkpoint.records import (
     ListQuery,
     WriteRecord,
 )
+from langgraph_resilient.checkpoint.redis_conn import RedisSettings
+from langgraph_resilient.checkpoint.redis_tier import RedisTier
 from langgraph_resilient.checkpoint.settings import (
     PostgresSettings,
     SaverSettings,
     default_sqlite_path,
+    redact,
 )
 from langgraph_resilient.checkpoint.store import DurableStore, Skeleton
 from langgraph_resilient.errors import (
@@ -87,14 +93,23 @@ class ResilientSaver(
         *,
         settings: SaverSettings | None = None,
         serde: SerializerProtocol | None = None,
+        redis: RedisSettings | None = None,
+        cache_max_bytes: int = 64 * 1024 * 1024,
+        redis_required: bool = False,
     ) -> None:
         super().__init__(serde=serde)
         self.store = store
         self.settings = settings or SaverSettings()
+        self.redis_settings = redis
+        self.cache_max_bytes = cache_max_bytes
+        self.redis_required = redis_required
+        self._tier: RedisTier | None = None
         self._bridge = LoopBridge()
         # Epochs of the thread leases this process holds (see lock_thread): every write to one of
         # these threads is fenced with its epoch.
         self._leases: dict[str, int] = {}
+        self.redis: Any = None
+        """The Redis client (``redis.asyncio``) of the Redis tier, or ``None`` without one."""
 
     # ------------------------------------------------------------------ construction
 
@@ -103,6 +118,7 @@ class ResilientSaver(
         cls,
         *,
         postgres_url: str | None = None,
+        redis_url: str | None = None,
         sqlite_path: str | None = None,
         serde: SerializerProtocol | None = None,
         prefix: str = "lgr_",
@@ -117,12 +133,20 @@ class ResilientSaver(
         migrate_on_enter: bool = True,
         plaintext_metadata: bool | None = None,
         sqlite_synchronous: str = "FULL",
+        cache_max_bytes: int = 64 * 1024 * 1024,
+        redis_socket_timeout_s: float = 0.25,
+        redis_key_ttl_s: int = 7 * 24 * 3600,
+        redis_repair_interval_s: float = 1.0,
+        redis_required: bool = False,
     ) -> ResilientSaver:
         """Build a saver from connection URLs. Nothing connects until the saver is entered.
 
         Args:
             postgres_url: ``postgresql://user:pass@host:5432/db`` (TLS via ``?sslmode=...``).
                 The production durable tier.
+            redis_url: Adds the shared cache tier and the in-process cache:
+                ``redis://``, ``rediss://``, ``redis+sentinel://host:26379/service`` or
+                ``redis+cluster://host:7000``. Plain Redis or Valkey, no modules.
             sqlite_path: A SQLite file for the embedded tier. With neither URL, the file
                 ``LANGGRAPH_RESILIENT_SQLITE_PATH`` or ``./langgraph_state.db`` is used.
             serde: Serializer (default: LangGraph's ``JsonPlusSerializer``). An
@@ -143,6 +167,14 @@ class ResilientSaver(
                 filtering. Default: yes unless ``serde`` is an ``EncryptedSerializer``.
             sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` survives power loss,
                 ``NORMAL`` only process crashes).
+            cache_max_bytes: Bound of the in-process cache (used with ``redis_url``).
+            redis_socket_timeout_s: A Redis call slower than this counts as a Redis failure;
+                after two in a row the saver stops using Redis until it answers again.
+            redis_key_ttl_s: Expiry of cached entries in Redis.
+            redis_repair_interval_s: How often this replica repairs the cache entries of
+                threads that a replica wrote while it could not reach Redis.
+            redis_required: Fail on enter when Redis cannot be reached (default: start
+                without it and use it once it answers).
 
         Raises:
             ConfigurationError: Both URLs, a malformed URL or an invalid setting.
@@ -184,7 +216,24 @@ class ResilientSaver(
                 synchronous=sqlite_synchronous,
                 busy_timeout_s=command_timeout_s,
             )
-        return cls(store, settings=settings, serde=serde)
+        redis = (
+            RedisSettings(
+                url=redis_url,
+                socket_timeout_s=redis_socket_timeout_s,
+                key_ttl_s=redis_key_ttl_s,
+                repair_interval_s=redis_repair_interval_s,
+            )
+            if redis_url
+            else None
+        )
+        return cls(
+            store,
+            settings=settings,
+            serde=serde,
+            redis=redis,
+            cache_max_bytes=cache_max_bytes,
+            redis_required=redis_required,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -195,9 +244,46 @@ class ResilientSaver(
                 await self.store.migrate()
             else:
                 await self._check_schema()
+            if self.redis_settings is not None:
+                await self._open_redis(self.redis_settings)
         except BaseException:
             await self.store.close()
             raise
+
+    async def _open_redis(self, settings: RedisSettings) -> None:
+        client = redis_conn.connect(settings)
+        tier = RedisTier(
+            client,
+            settings,
+            prefix=self.settings.prefix,
+            cache=LocalCache(self.cache_max_bytes),
+            store=self.store,
+        )
+        try:
+            await asyncio.wait_for(client.ping(), timeout=settings.connect_timeout_s * 2)
+        except Exception as exc:
+            if self.redis_required:
+                await tier.stop()
+                raise TierUnavailableError(
+                    "redis", f"cannot connect to {redact(settings.url)}: {exc!r}"
+                ) from exc
+            logging.getLogger("langgraph_resilient.redis").warning(
+                "Redis at %s is unreachable; starting without it: %r", redact(settings.url), exc
+            )
+            tier.breaker.failure()
+            tier.breaker.failure()
+        tier.start()
+        self._tier = tier
+        self.redis = client
+
+    async def _close(self) -> None:
+        tier, self._tier = self._tier, None
+        self.redis = None
+        try:
+            if tier is not None:
+                await tier.stop()
+        finally:
+            await self.store.close()
 
     async def _check_schema(self) -> None:
         from langgraph_resilient.checkpoint.schema import check_version
@@ -220,7 +306,7 @@ class ResilientSaver(
         tb: TracebackType | None,
     ) -> None:
         try:
-            await self.store.close()
+            await self._close()
         finally:
             self._bridge.detach()
 
@@ -240,7 +326,7 @@ class ResilientSaver(
         tb: TracebackType | None,
     ) -> None:
         try:
-            self._bridge.run(self.store.close())
+            self._bridge.run(self._close())
         finally:
             self._bridge.stop_thread()
 
@@ -357,16 +443,26 @@ class ResilientSaver(
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Fetch a checkpoint (the thread's newest when the config names no checkpoint_id)."""
         loc = Locator.of(config)
-        row = await self._bridge.hop(
-            self._with_retry(
-                "get_tuple",
-                lambda: self.store.get_checkpoint(
-                    loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id
-                ),
-                write=False,
-            )
-        )
+        row = await self._bridge.hop(self._get_row(loc))
         return None if row is None else self._to_tuple(row)
+
+    async def _get_row(self, loc: Locator) -> CheckpointRow | None:
+        """L1 and Redis in one round trip when they hold it; else the durable tier (then
+        filling the caches on the way back)."""
+        tier = self._tier
+        lookup = None
+        if tier is not None:
+            lookup = await tier.read(loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id)
+            if lookup.row is not None:
+                return lookup.row
+        row = await self._with_retry(
+            "get_tuple",
+            lambda: self.store.get_checkpoint(loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id),
+            write=False,
+        )
+        if row is not None and tier is not None and lookup is not None and lookup.gen is not None:
+            await tier.fill(row, lookup.gen, head=loc.checkpoint_id is None)
+        return row
 
     async def alist(
         self,
@@ -440,10 +536,13 @@ class ResilientSaver(
     ) -> RunnableConfig:
         """Store a checkpoint and the channel values in ``new_versions``, in one transaction."""
         record = self._checkpoint_record(config, checkpoint, metadata, new_versions)
-        await self._bridge.hop(
-            self._with_retry("put", lambda: self.store.put_checkpoint(record), write=True)
-        )
+        await self._bridge.hop(self._put(record))
         return Locator(record.thread_id, record.checkpoint_ns, None).config(record.checkpoint_id)
+
+    async def _put(self, record: CheckpointRecord) -> None:
+        await self._with_retry("put", lambda: self.store.put_checkpoint(record), write=True)
+        if self._tier is not None:
+            await self._tier.after_put(record)
 
     async def aput_writes(
         self,
@@ -463,21 +562,32 @@ class ResilientSaver(
             return
         assert loc.checkpoint_id is not None
         cid = loc.checkpoint_id
-        await self._bridge.hop(
-            self._with_retry(
-                "put_writes",
-                lambda: self.store.put_writes(
-                    loc.thread_id, loc.checkpoint_ns, cid, records, self._leases.get(loc.thread_id)
-                ),
-                write=True,
-            )
+        await self._bridge.hop(self._put_writes(loc.thread_id, loc.checkpoint_ns, cid, records))
+
+    async def _put_writes(
+        self, thread_id: str, ns: str, cid: str, records: list[WriteRecord]
+    ) -> None:
+        epoch = self._leases.get(thread_id)
+        await self._with_retry(
+            "put_writes",
+            lambda: self.store.put_writes(thread_id, ns, cid, records, epoch),
+            write=True,
         )
+        if self._tier is not None:
+            await self._tier.after_put_writes(thread_id, ns, cid, records)
+
+    async def _rewrite(self, op: str, call: Callable[[], Awaitable[T]], threads: list[str]) -> T:
+        """A history-changing write, then the cache tiers of ``threads`` invalidated everywhere."""
+        result = await self._with_retry(op, call, write=True)
+        if self._tier is not None:
+            await self._tier.invalidate(threads)
+        return result
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value and write of a thread, in all namespaces."""
         tid = thread_id_of(thread_id)
         await self._bridge.hop(
-            self._with_retry("delete_thread", lambda: self.store.delete_thread(tid), write=True)
+            self._rewrite("delete_thread", lambda: self.store.delete_thread(tid), [tid])
         )
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -485,11 +595,14 @@ class ResilientSaver(
         keys = [k for k in (codec.run_key(r) for r in run_ids) if k]
         if not keys:
             return
-        await self._bridge.hop(
-            self._with_retry(
-                "delete_for_runs", lambda: self.store.delete_for_runs(keys), write=True
-            )
+        await self._bridge.hop(self._delete_for_runs(keys))
+
+    async def _delete_for_runs(self, run_keys: list[str]) -> None:
+        threads = await self._with_retry(
+            "delete_for_runs", lambda: self.store.delete_for_runs(run_keys), write=True
         )
+        if self._tier is not None:
+            await self._tier.invalidate(threads)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy a thread's whole history (every namespace, value and write) to another id."""
@@ -497,7 +610,7 @@ class ResilientSaver(
         if src == dst:
             raise ConfigurationError("copy_thread needs two different thread ids")
         await self._bridge.hop(
-            self._with_retry("copy_thread", lambda: self.store.copy_thread(src, dst), write=True)
+            self._rewrite("copy_thread", lambda: self.store.copy_thread(src, dst), [dst])
         )
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
@@ -544,8 +657,8 @@ class ResilientSaver(
         )
         doomed = history.plan_keep_latest(skeletons, head_channels, seeded)
         if doomed:
-            await self._with_retry(
-                "prune", lambda: self.store.delete_checkpoints(thread_id, doomed), write=True
+            await self._rewrite(
+                "prune", lambda: self.store.delete_checkpoints(thread_id, doomed), [thread_id]
             )
 
     async def aget_delta_channel_history(
@@ -568,6 +681,23 @@ class ResilientSaver(
         return history.assemble_delta_history(
             links, chans, lambda typed: codec.load(self.serde, typed)
         )
+
+    # ------------------------------------------------------------------ thread lease
+
+    def lock_thread(
+        self, thread_id: str, *, ttl_s: float = 30.0, wait_s: float = 10.0
+    ) -> ThreadLock:
+        """Hold the single-writer lease of a thread: ``async with`` or ``with``.
+
+        Yields a :class:`~langgraph_resilient.checkpoint.lease.Lease` with its fencing epoch.
+        While it is held, every write this saver makes to the thread is fenced: if another
+        worker takes the lease over (this one stalled past ``ttl_s``), this worker's writes are
+        refused with ``StaleLeaseError`` and write nothing.
+
+        Raises:
+            LockTimeoutError: The lease could not be had within ``wait_s``.
+        """
+        return ThreadLock(self, thread_id_of(thread_id), ttl_s=ttl_s, wait_s=wait_s)
 
     # ------------------------------------------------------------------ sync API
 

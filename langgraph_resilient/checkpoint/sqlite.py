@@ -83,6 +83,10 @@ MIGRATIONS: list[str] = [
         checkpoint_id TEXT NOT NULL,
         PRIMARY KEY (thread_id, checkpoint_ns)
     ) WITHOUT ROWID;
+    CREATE TABLE {p}cache_dirty (
+        thread_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL
+    ) WITHOUT ROWID;
     """,
 ]
 
@@ -238,6 +242,15 @@ WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND NOT EXISTS (
         AND v.key = {p}blobs.channel AND v.value = {p}blobs.version
 )
 """
+# Threads written while Redis was unreachable (see the Postgres store): a new mark takes a new
+# seq, so clearing what a repair read never erases a later mark.
+MARK_DIRTY_SQL = """
+INSERT INTO {p}cache_dirty (thread_id, seq)
+VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM {p}cache_dirty))
+ON CONFLICT (thread_id) DO UPDATE SET seq = excluded.seq
+"""
+DIRTY_THREADS_SQL = "SELECT thread_id, seq FROM {p}cache_dirty ORDER BY seq LIMIT ?"
+CLEAR_DIRTY_SQL = "DELETE FROM {p}cache_dirty WHERE thread_id = ? AND seq <= ?"
 STALE_THREADS_SQL = """
 SELECT thread_id FROM {p}checkpoints
 GROUP BY thread_id HAVING max(created_at) < ? ORDER BY thread_id LIMIT ?
@@ -448,6 +461,7 @@ class SqliteStore:
             metadata=(mtype, meta),
             blobs=[(ch, typ, data) for ch, typ, data in blobs],
             writes=[WriteRecord(t, i, ch, typ, data, path) for t, i, ch, typ, data, path in writes],
+            versions=json.loads(versions),
         )
 
     async def get_checkpoint(
@@ -617,6 +631,20 @@ class SqliteStore:
                 conn.execute(gc, (thread_id, ns))
 
         await self._write(prune)
+
+    async def mark_dirty(self, thread_ids: Sequence[str]) -> None:
+        sql = self._sql(MARK_DIRTY_SQL)
+        await self._write(lambda conn: [conn.execute(sql, (t,)) for t in thread_ids] and None)
+
+    async def dirty_threads(self, limit: int) -> list[tuple[str, int]]:
+        sql = self._sql(DIRTY_THREADS_SQL)
+        return await self._read(
+            lambda conn: [(t, int(q)) for t, q in conn.execute(sql, (limit,)).fetchall()]
+        )
+
+    async def clear_dirty(self, entries: Sequence[tuple[str, int]]) -> None:
+        sql = self._sql(CLEAR_DIRTY_SQL)
+        await self._write(lambda conn: conn.executemany(sql, list(entries)) and None)
 
     async def threads_older_than(self, cutoff_epoch_s: float, limit: int) -> list[str]:
         sql = self._sql(STALE_THREADS_SQL)

@@ -114,6 +114,15 @@ class DurableStore(Protocol):
         """Delete the named checkpoints (by namespace), their writes, and blobs no kept
         checkpoint references, in one transaction."""
 
+    async def mark_dirty(self, thread_ids: Sequence[str]) -> None:
+        """Record threads written while Redis was unreachable."""
+
+    async def dirty_threads(self, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` dirty threads with the sequence number of their mark."""
+
+    async def clear_dirty(self, entries: Sequence[tuple[str, int]]) -> None:
+        """Forget dirty marks, unless a thread was marked again after ``entries`` were read."""
+
     async def threads_older_than(self, cutoff_epoch_s: float, limit: int) -> list[str]:
         """Threads whose newest checkpoint was written before ``cutoff_epoch_s``."""
 

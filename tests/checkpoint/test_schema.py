@@ -24,7 +24,7 @@ async def test_many_replicas_entering_at_once_migrate_once(make_saver: SaverFact
 
 async def _set_version(saver: ResilientSaver, backend: str, version: int) -> None:
     table = f"{saver.settings.prefix}schema"
-    if backend == "postgres":
+    if backend != "sqlite":
         conn = await asyncpg.connect(POSTGRES_URL)
         try:
             await conn.execute(f"UPDATE {table} SET version = $1", version)

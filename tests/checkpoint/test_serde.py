@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Annotated, TypedDict
 
 import asyncpg
+import redis.asyncio
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import START, StateGraph
 
 from langgraph_resilient import ResilientSaver
-from tests.conftest import POSTGRES_URL, SaverFactory
+from tests.conftest import POSTGRES_URL, REDIS_URL, SaverFactory
 
 SECRET = "zebra-cobalt-4417"
 
@@ -37,10 +38,11 @@ def _graph() -> StateGraph[State]:
 
 
 async def _raw_bytes(saver: ResilientSaver, backend: str) -> bytes:
-    """Every value of every column of the saver's tables, as one byte string."""
+    """Every value of every column of the saver's tables (and every Redis key and value of the
+    tiered saver), as one byte string."""
     prefix = saver.settings.prefix
     chunks: list[bytes] = []
-    if backend == "postgres":
+    if backend != "sqlite":
         conn = await asyncpg.connect(POSTGRES_URL)
         try:
             for table in ("checkpoints", "blobs", "writes"):
@@ -55,6 +57,17 @@ async def _raw_bytes(saver: ResilientSaver, backend: str) -> bytes:
                 for row in conn.execute(f"SELECT * FROM {prefix}{table}"):
                     for value in row:
                         chunks.append(value if isinstance(value, bytes) else str(value).encode())
+    if backend == "tiered":
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            async for key in client.scan_iter(match=f"{prefix}*"):
+                chunks.append(key)
+                if await client.type(key) == b"hash":
+                    chunks.extend(v for kv in (await client.hgetall(key)).items() for v in kv)
+                else:
+                    chunks.append(await client.get(key))
+        finally:
+            await client.aclose()
     return b"\n".join(chunks)
 
 

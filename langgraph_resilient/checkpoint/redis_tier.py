@@ -1,0 +1,546 @@
+"""L2: Redis as a shared cache and coherence point in front of the durable tier.
+
+What lives in Redis, per thread (every key carries the ``{thread_id}`` hash tag, so a thread's
+keys share one Cluster slot, and the saver's prefix):
+
+- ``g``: the thread's cache generation. Every other key embeds it; deleting, pruning or
+  repairing a thread bumps it, which makes every older entry unreachable on every replica (they
+  expire by TTL) and invalidates the L1 entries keyed by the old generation.
+- ``<gen>:h``: hash ``namespace -> newest checkpoint id`` (the head), only ever raised.
+- ``<gen>:c:<ns>:<id>``: a checkpoint record (immutable) and its channel versions.
+- ``<gen>:b:<ns>:<channel>:<version>``: a channel value (immutable).
+- ``<gen>:w:<ns>:<id>``: hash of a checkpoint's pending writes. The field ``_`` marks the hash
+  complete: it is set when the checkpoint is put (writes that arrived first are already in it)
+  or when the hash is refilled from the durable tier; a hash without it is never trusted.
+
+Every operation is one round trip (a Lua script). Redis is optional at run time: failures and
+timeouts feed a breaker; while it is open the saver reads and writes the durable tier alone and
+records each thread it writes as *dirty* in the durable tier. A replica whose breaker closes
+again, and every replica every ``repair_interval_s``, bumps the generation of dirty threads
+before trusting Redis, so no replica serves a head that a write during the outage superseded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import ormsgpack
+from redis.exceptions import RedisError
+
+from langgraph_resilient.checkpoint.cache import LocalCache
+from langgraph_resilient.checkpoint.records import (
+    EMPTY_BLOB_TYPE,
+    CheckpointRecord,
+    CheckpointRow,
+    WriteRecord,
+)
+from langgraph_resilient.checkpoint.redis_conn import RedisSettings
+from langgraph_resilient.checkpoint.store import DurableStore
+
+log = logging.getLogger("langgraph_resilient.redis")
+T = TypeVar("T")
+
+_MAGIC = b"LGR1"
+"""Leads every value this tier writes: anything else under our keys is foreign or corrupt."""
+
+# Read a checkpoint (the head when ARGV[3] is empty) with its pending writes. The record and its
+# values are sent only when the caller does not hold them already (ARGV[4]/[5]: the checkpoint id
+# and generation it holds). Returns {gen} | {gen, id, writes} | {gen, id, writes, record,
+# versions_json, channels, values}.
+READ_LUA = """
+local gen = redis.call('GET', KEYS[1]) or '0'
+local base = ARGV[1] .. gen .. ':'
+local ns = ARGV[2]
+local cid = ARGV[3]
+if cid == '' then
+  cid = redis.call('HGET', base .. 'h', ns)
+  if not cid then return {gen} end
+end
+local writes = redis.call('HGETALL', base .. 'w:' .. ns .. ':' .. cid)
+if cid == ARGV[4] and gen == ARGV[5] then return {gen, cid, writes} end
+local rec = redis.call('HMGET', base .. 'c:' .. ns .. ':' .. cid, 'r', 'v')
+if not rec[1] or not rec[2] then return {gen, cid, writes} end
+local ok, versions = pcall(cjson.decode, rec[2])
+if not ok or type(versions) ~= 'table' then return {gen, cid, writes} end
+local channels, keys = {}, {}
+for ch, ver in pairs(versions) do
+  channels[#channels + 1] = ch
+  keys[#keys + 1] = base .. 'b:' .. ns .. ':' .. ch .. ':' .. tostring(ver)
+end
+local values = {}
+if #keys > 0 then values = redis.call('MGET', unpack(keys)) end
+return {gen, cid, writes, rec[1], rec[2], channels, values}
+"""
+
+# Cache a checkpoint after the durable tier stored it (or after a read from it): the record, its
+# values, the completeness mark of its writes (plus, for a refill, the writes themselves, never
+# replacing newer ones), and the head if this checkpoint is newer. ARGV[8] = expected generation
+# ('' = current): a refill read before a delete must not resurrect the thread. Returns the gen.
+PUT_LUA = """
+local gen = redis.call('GET', KEYS[1]) or '0'
+if ARGV[8] ~= '' and ARGV[8] ~= gen then return false end
+local base = ARGV[1] .. gen .. ':'
+local ns, cid, ttl = ARGV[2], ARGV[3], tonumber(ARGV[6])
+local ckey = base .. 'c:' .. ns .. ':' .. cid
+redis.call('HSET', ckey, 'r', ARGV[4], 'v', ARGV[5])
+redis.call('EXPIRE', ckey, ttl)
+local nblobs = tonumber(ARGV[9])
+local i = 10
+for _ = 1, nblobs do
+  redis.call('SET', base .. 'b:' .. ns .. ':' .. ARGV[i] .. ':' .. ARGV[i + 1], ARGV[i + 2],
+    'EX', ttl)
+  i = i + 3
+end
+local wkey = base .. 'w:' .. ns .. ':' .. cid
+while i <= #ARGV do
+  redis.call('HSETNX', wkey, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('HSET', wkey, '_', '1')
+redis.call('EXPIRE', wkey, ttl)
+if ARGV[7] == '1' then
+  local hkey = base .. 'h'
+  local cur = redis.call('HGET', hkey, ns)
+  if (not cur) or cur < cid then redis.call('HSET', hkey, ns, cid) end
+  redis.call('EXPIRE', hkey, ttl)
+end
+return gen
+"""
+
+# Add a task's writes to a checkpoint's cached writes: regular writes keep the first value,
+# special ones (flag '1') the latest, as in the durable tier.
+WRITES_LUA = """
+local gen = redis.call('GET', KEYS[1]) or '0'
+local wkey = ARGV[1] .. gen .. ':w:' .. ARGV[2] .. ':' .. ARGV[3]
+for i = 5, #ARGV, 3 do
+  if ARGV[i + 2] == '1' then
+    redis.call('HSET', wkey, ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HSETNX', wkey, ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('EXPIRE', wkey, tonumber(ARGV[4]))
+return gen
+"""
+
+
+class RedisUnavailable(Exception):
+    """Redis failed, timed out, or its breaker is open: use the durable tier."""
+
+
+class CorruptEntry(Exception):
+    """A value under our keys does not decode: foreign or damaged."""
+
+
+@dataclass(slots=True)
+class TierBreaker:
+    """Consecutive-failure breaker of the Redis tier.
+
+    ``failure_threshold`` failures in a row open it for ``open_for_s``; then one caller probes
+    (running the repair first) and closes it or opens it again.
+    """
+
+    failure_threshold: int = 2
+    open_for_s: float = 2.0
+    failures: int = 0
+    opened_at: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened_at is not None
+
+    def probe_due(self) -> bool:
+        return self.opened_at is not None and self.clock() - self.opened_at >= self.open_for_s
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+
+    def failure(self) -> bool:
+        """Count a failure; True when this one opened the breaker."""
+        self.failures += 1
+        if self.failures >= self.failure_threshold:
+            was_open = self.opened_at is not None
+            self.opened_at = self.clock()
+            return not was_open
+        return False
+
+
+@dataclass(slots=True)
+class CachedRecord:
+    """An immutable checkpoint record as L1 keeps it."""
+
+    parent_id: str | None
+    body: tuple[str, bytes]
+    metadata: tuple[str, bytes]
+    versions: dict[str, str]
+
+
+@dataclass(slots=True)
+class Lookup:
+    """Result of a Redis read: a full row, or a miss to fill from the durable tier.
+
+    ``gen`` is the thread's generation when Redis answered (``None`` when it did not): a fill
+    must carry it so that a concurrent delete is not undone.
+    """
+
+    row: CheckpointRow | None
+    gen: str | None
+
+
+def _pack(value: Any) -> bytes:
+    return _MAGIC + ormsgpack.packb(value)
+
+
+def _unpack(data: Any) -> Any:
+    if not isinstance(data, bytes) or not data.startswith(_MAGIC):
+        raise CorruptEntry("missing magic")
+    try:
+        return ormsgpack.unpackb(data[len(_MAGIC) :])
+    except Exception as exc:
+        raise CorruptEntry(str(exc)) from exc
+
+
+def _write_field(w: WriteRecord) -> bytes:
+    return f"{w.task_id}\x1f{w.idx}".encode()
+
+
+def _write_value(w: WriteRecord) -> bytes:
+    return _pack([w.task_id, w.idx, w.channel, w.type, w.data, w.task_path])
+
+
+def _decode_writes(flat: Sequence[Any]) -> tuple[bool, list[WriteRecord]]:
+    complete = False
+    writes = []
+    for field, value in zip(flat[::2], flat[1::2], strict=True):
+        if field == b"_":
+            complete = True
+            continue
+        task_id, idx, channel, typ, data, path = _unpack(value)
+        writes.append(WriteRecord(task_id, int(idx), channel, typ, data, path))
+    return complete, writes
+
+
+class RedisTier:
+    """The Redis tier plus the L1 cache it validates. Never raises for a Redis failure."""
+
+    def __init__(
+        self,
+        client: Any,
+        settings: RedisSettings,
+        *,
+        prefix: str,
+        cache: LocalCache,
+        store: DurableStore,
+        breaker: TierBreaker | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.prefix = prefix
+        self.cache = cache
+        self.store = store
+        self.breaker = breaker or TierBreaker()
+        self.repair_interval_s = settings.repair_interval_s
+        self._read = client.register_script(READ_LUA)
+        self._put = client.register_script(PUT_LUA)
+        self._writes = client.register_script(WRITES_LUA)
+        self._recovering = asyncio.Lock()
+        self._repair_task: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------- keys
+
+    def _base(self, thread_id: str) -> str:
+        return f"{self.prefix}{{{thread_id}}}:"
+
+    def _gen_key(self, thread_id: str) -> str:
+        return self._base(thread_id) + "g"
+
+    # ---------------------------------------------------------------- breaker
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis round trip under the breaker and a hard time limit."""
+        if self.breaker.is_open:
+            if not self.breaker.probe_due() or self._recovering.locked():
+                raise RedisUnavailable("breaker open")
+            await self._recover()
+        try:
+            result = await asyncio.wait_for(op(), timeout=self.settings.socket_timeout_s * 2)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self.breaker.failure():
+                log.warning("Redis tier unavailable, using the durable tier alone: %r", exc)
+            raise RedisUnavailable(repr(exc)) from exc
+        self.breaker.success()
+        return result
+
+    async def _recover(self) -> None:
+        """Half-open probe: repair dirty threads first; close the breaker only if that works."""
+        async with self._recovering:
+            if not self.breaker.is_open:
+                return
+            try:
+                await asyncio.wait_for(
+                    self._repair_dirty(), timeout=self.settings.socket_timeout_s * 8
+                )
+            except Exception as exc:
+                self.breaker.failure()
+                raise RedisUnavailable(f"recovery failed: {exc!r}") from exc
+            self.breaker.success()
+            log.warning("Redis tier is back; dirty threads repaired")
+
+    async def _repair_dirty(self) -> int:
+        """Bump the generation of every thread written while Redis was unreachable."""
+        repaired = 0
+        while True:
+            dirty = await self.store.dirty_threads(500)
+            if not dirty:
+                return repaired
+            pipe = self.client.pipeline(transaction=False)
+            for thread_id, _ in dirty:
+                pipe.incr(self._gen_key(thread_id))
+            await pipe.execute()
+            await self.store.clear_dirty(dirty)
+            repaired += len(dirty)
+            if len(dirty) < 500:
+                return repaired
+
+    async def mark_dirty(self, thread_ids: Sequence[str]) -> None:
+        """Record threads written without Redis (their cached entries may be stale)."""
+        try:
+            await self.store.mark_dirty(list(thread_ids))
+        except Exception:
+            log.exception("could not record dirty threads %s", list(thread_ids))
+
+    def start(self) -> None:
+        """Start the periodic repair (covers replicas that lost Redis while this one did not)."""
+        self._repair_task = asyncio.get_running_loop().create_task(self._repair_loop())
+
+    async def stop(self) -> None:
+        """Stop the periodic repair and close the client."""
+        task, self._repair_task = self._repair_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self.client.aclose()
+        except Exception:
+            log.debug("closing the Redis client failed", exc_info=True)
+
+    async def _repair_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.repair_interval_s)
+            if self.breaker.is_open:
+                continue
+            try:
+                await asyncio.wait_for(
+                    self._repair_dirty(), timeout=max(self.repair_interval_s, 1.0)
+                )
+            except Exception:
+                log.debug("periodic cache repair failed", exc_info=True)
+
+    # ---------------------------------------------------------------- reads
+
+    async def read(self, thread_id: str, ns: str, checkpoint_id: str | None) -> Lookup:
+        """A checkpoint from L1 + Redis in one round trip, or a miss (``row`` is None)."""
+        known_gen = self.cache.get(("g", thread_id)) or ""
+        if checkpoint_id is None:
+            known_id = self.cache.get(("h", thread_id, ns)) or ""
+        else:
+            known_id = checkpoint_id
+        if known_id and self.cache.get(("c", thread_id, known_gen, ns, known_id)) is None:
+            known_id = ""
+        try:
+            reply = await self._call(
+                lambda: self._read(
+                    keys=[self._gen_key(thread_id)],
+                    args=[self._base(thread_id), ns, checkpoint_id or "", known_id, known_gen],
+                )
+            )
+        except RedisUnavailable:
+            return Lookup(None, None)
+        try:
+            return self._assemble(thread_id, ns, reply)
+        except CorruptEntry as exc:
+            log.warning("dropping corrupt cache entries of thread %r: %s", thread_id, exc)
+            await self.invalidate([thread_id])
+            return Lookup(None, None)
+
+    def _assemble(self, thread_id: str, ns: str, reply: list[Any]) -> Lookup:
+        gen = reply[0].decode()
+        self.cache.put(("g", thread_id), gen, 16)
+        if len(reply) < 3:
+            return Lookup(None, gen)
+        cid = reply[1].decode()
+        complete, writes = _decode_writes(reply[2])
+        if not complete:
+            return Lookup(None, gen)
+        if len(reply) > 3:
+            parent, body_type, body, meta_type, meta = _unpack(reply[3])
+            try:
+                versions = json.loads(reply[4])
+            except ValueError as exc:
+                raise CorruptEntry("channel versions") from exc
+            record = CachedRecord(parent, (body_type, body), (meta_type, meta), versions)
+            self._remember_record(thread_id, gen, ns, cid, record)
+            for channel, value in zip(reply[5], reply[6], strict=True):
+                if value is not None:
+                    ch = channel.decode()
+                    typ, data = _unpack(value)
+                    self.cache.put(
+                        ("b", thread_id, gen, ns, ch, versions[ch]), (typ, data), len(data)
+                    )
+        else:
+            held: CachedRecord | None = self.cache.get(("c", thread_id, gen, ns, cid))
+            if held is None:
+                return Lookup(None, gen)
+            record = held
+        blobs = []
+        for channel, version in record.versions.items():
+            value = self.cache.get(("b", thread_id, gen, ns, channel, str(version)))
+            if value is None:
+                return Lookup(None, gen)
+            if value[0] != EMPTY_BLOB_TYPE:
+                blobs.append((channel, value[0], value[1]))
+        self.cache.put(("h", thread_id, ns), cid, 64)
+        row = CheckpointRow(
+            thread_id=thread_id,
+            checkpoint_ns=ns,
+            checkpoint_id=cid,
+            parent_id=record.parent_id,
+            body=record.body,
+            metadata=record.metadata,
+            blobs=blobs,
+            writes=writes,
+        )
+        return Lookup(row, gen)
+
+    def _remember_record(
+        self, thread_id: str, gen: str, ns: str, cid: str, record: CachedRecord
+    ) -> None:
+        size = len(record.body[1]) + len(record.metadata[1]) + 64 * len(record.versions)
+        self.cache.put(("c", thread_id, gen, ns, cid), record, size)
+
+    # ---------------------------------------------------------------- writes
+
+    async def _store_record(
+        self,
+        thread_id: str,
+        ns: str,
+        cid: str,
+        record: CachedRecord,
+        blobs: Sequence[tuple[str, str, str, bytes | None]],
+        writes: Sequence[WriteRecord],
+        *,
+        advance_head: bool,
+        expected_gen: str,
+    ) -> str | None:
+        args: list[Any] = [
+            self._base(thread_id),
+            ns,
+            cid,
+            _pack([record.parent_id, *record.body, *record.metadata]),
+            json.dumps(record.versions),
+            self.settings.key_ttl_s,
+            "1" if advance_head else "0",
+            expected_gen,
+            len(blobs),
+        ]
+        for channel, version, typ, data in blobs:
+            args += [channel, version, _pack([typ, data or b""])]
+        for w in writes:
+            args += [_write_field(w), _write_value(w)]
+        reply = await self._call(lambda: self._put(keys=[self._gen_key(thread_id)], args=args))
+        if reply is None:
+            return None
+        gen: str = reply.decode()
+        self._remember_record(thread_id, gen, ns, cid, record)
+        for channel, version, typ, data in blobs:
+            self.cache.put(
+                ("b", thread_id, gen, ns, channel, version), (typ, data or b""), len(data or b"")
+            )
+        if advance_head:
+            self.cache.put(("h", thread_id, ns), cid, 64)
+        return gen
+
+    async def after_put(self, record: CheckpointRecord) -> None:
+        """Publish a checkpoint the durable tier acknowledged (head, record, new values)."""
+        cached = CachedRecord(
+            record.parent_id, record.body, record.metadata, record.channel_versions
+        )
+        blobs = [(b.channel, b.version, b.type, b.data) for b in record.blobs]
+        try:
+            await self._store_record(
+                record.thread_id,
+                record.checkpoint_ns,
+                record.checkpoint_id,
+                cached,
+                blobs,
+                (),
+                advance_head=True,
+                expected_gen="",
+            )
+        except RedisUnavailable:
+            await self.mark_dirty([record.thread_id])
+
+    async def after_put_writes(
+        self, thread_id: str, ns: str, cid: str, writes: Sequence[WriteRecord]
+    ) -> None:
+        """Publish writes the durable tier acknowledged."""
+        args: list[Any] = [self._base(thread_id), ns, cid, self.settings.key_ttl_s]
+        for w in writes:
+            args += [_write_field(w), _write_value(w), "1" if w.idx < 0 else "0"]
+        try:
+            await self._call(lambda: self._writes(keys=[self._gen_key(thread_id)], args=args))
+        except RedisUnavailable:
+            await self.mark_dirty([thread_id])
+
+    async def fill(self, row: CheckpointRow, gen: str, *, head: bool) -> None:
+        """Cache a row read from the durable tier (only if the generation did not move)."""
+        versions = dict(self._versions_of(row))
+        record = CachedRecord(row.parent_id, row.body, row.metadata, versions)
+        present = {ch for ch, _, _ in row.blobs}
+        blobs: list[tuple[str, str, str, bytes | None]] = [
+            (ch, versions[ch], typ, data) for ch, typ, data in row.blobs if ch in versions
+        ]
+        blobs += [(ch, v, EMPTY_BLOB_TYPE, None) for ch, v in versions.items() if ch not in present]
+        with contextlib.suppress(RedisUnavailable):
+            await self._store_record(
+                row.thread_id,
+                row.checkpoint_ns,
+                row.checkpoint_id,
+                record,
+                blobs,
+                row.writes,
+                advance_head=head,
+                expected_gen=gen,
+            )
+
+    def _versions_of(self, row: CheckpointRow) -> dict[str, str]:
+        versions = row.versions
+        if versions is None:
+            raise CorruptEntry("row without channel versions")
+        return versions
+
+    async def invalidate(self, thread_ids: Sequence[str]) -> None:
+        """Make every cached entry of these threads unreachable on every replica."""
+        if not thread_ids:
+            return
+
+        async def bump() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for thread_id in thread_ids:
+                pipe.incr(self._gen_key(thread_id))
+            return list(await pipe.execute())
+
+        try:
+            await self._call(bump)
+        except RedisUnavailable:
+            await self.mark_dirty(thread_ids)

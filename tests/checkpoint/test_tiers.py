@@ -1,0 +1,267 @@
+"""The tiered saver: round trips per operation, coherence between replicas, corrupt entries,
+and graphs that keep running while Redis is stopped or frozen (private Redis servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+import redis.asyncio
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.graph import START, StateGraph
+
+from langgraph_resilient import ResilientSaver
+from tests.conftest import POSTGRES_URL, drop_prefixed_tables, unique_prefix
+from tests.servers import RedisServer
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    value = unique_prefix()
+    try:
+        yield value
+    finally:
+        await drop_prefixed_tables(POSTGRES_URL, value)
+
+
+def _cp(i: int) -> dict[str, Any]:
+    cp = dict(empty_checkpoint())
+    cp["channel_values"] = {"a": i, "b": f"value {i}"}
+    cp["channel_versions"] = {"a": str(i), "b": str(i)}
+    return cp
+
+
+class RedisRequests:
+    """Counts the requests Redis receives from clients (MONITOR, not counting Lua's own calls)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.commands: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RedisRequests:
+        client = redis.asyncio.Redis.from_url(self.url)
+        ready = asyncio.Event()
+
+        async def listen() -> None:
+            async with client.monitor() as monitor:
+                ready.set()
+                async for event in monitor.listen():
+                    if event.get("client_type") != "lua" and "lua" not in str(
+                        event.get("client_address", "")
+                    ):
+                        self.commands.append(str(event["command"]).split()[0].upper())
+
+        self._task = asyncio.create_task(listen())
+        await ready.wait()
+        await asyncio.sleep(0.05)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.sleep(0.05)
+        assert self._task is not None
+        self._task.cancel()
+
+    def take(self) -> list[str]:
+        taken, self.commands = self.commands, []
+        return taken
+
+
+async def test_round_trips_of_a_warm_head_read_and_of_a_put(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async with ResilientSaver.from_urls(
+        postgres_url=POSTGRES_URL,
+        redis_url=redis_server.url,
+        prefix=prefix,
+        pool_min_size=1,
+        pool_max_size=1,
+        redis_repair_interval_s=3600,
+    ) as saver:
+        pg: list[str] = []
+        async with saver.store.pool.acquire() as conn:  # type: ignore[attr-defined]
+            conn.add_query_logger(lambda record: pg.append(record.query))
+        config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        # warm up: statements prepared, scripts loaded, caches filled
+        first = await saver.aput(config, _cp(1), {}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
+        await saver.aput_writes(first, [("a", 5)], "task")
+        assert await saver.aget_tuple(config) is not None  # type: ignore[arg-type]
+
+        async with RedisRequests(redis_server.url) as requests:
+            await asyncio.sleep(0.1)
+            requests.take()
+            pg.clear()
+            head = await saver.aget_tuple(config)  # type: ignore[arg-type]
+            await asyncio.sleep(0.1)
+            assert head is not None and head.config == first
+            assert head.pending_writes == [("task", "a", 5)]
+            assert pg == [], "a warm head read never touches Postgres"
+            assert requests.take() == ["EVALSHA"], "and costs one Redis round trip"
+
+            cp2 = _cp(2)
+            cp2["channel_versions"]["b"] = "1"  # b unchanged: its value stays at version 1
+            second = await saver.aput(first, cp2, {}, {"a": "2"})  # type: ignore[arg-type]
+            await asyncio.sleep(0.1)
+            assert len(pg) == 1, "a put is one Postgres statement"
+            assert requests.take() == ["EVALSHA"], "plus one Redis round trip"
+            pg.clear()
+
+            head = await saver.aget_tuple(config)  # type: ignore[arg-type]
+            await asyncio.sleep(0.1)
+            assert head is not None and head.config == second
+            assert head.checkpoint["channel_values"] == {"a": 2, "b": "value 1"}
+            assert pg == [] and requests.take() == ["EVALSHA"]
+
+
+class Turns(TypedDict):
+    turns: Annotated[list[str], operator.add]
+
+
+def _turn_graph() -> StateGraph[Turns]:
+    builder = StateGraph(Turns)
+    builder.add_node("step", lambda s: {"turns": [f"reply {len(s['turns'])}"]})
+    builder.add_edge(START, "step")
+    return builder
+
+
+async def test_a_replica_sees_the_other_replicas_writes_and_deletes(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    kwargs = {"postgres_url": POSTGRES_URL, "redis_url": redis_server.url, "prefix": prefix}
+    async with (
+        ResilientSaver.from_urls(**kwargs) as one,  # type: ignore[arg-type]
+        ResilientSaver.from_urls(**kwargs) as two,  # type: ignore[arg-type]
+    ):
+        graphs = [_turn_graph().compile(checkpointer=s) for s in (one, two)]
+        config = {"configurable": {"thread_id": "shared"}}
+        for turn in range(8):
+            graph = graphs[turn % 2]
+            state = await graph.ainvoke({"turns": [f"user {turn}"]}, config)
+            assert len(state["turns"]) == 2 * (turn + 1), "every turn sees the previous one"
+        writes_seen = await two.aget_tuple(config)  # type: ignore[arg-type]
+        assert writes_seen is not None
+
+        await one.adelete_thread("shared")
+        assert await two.aget_tuple(config) is None  # type: ignore[arg-type]
+        assert await two.aget_tuple(writes_seen.config) is None, "even by explicit id"
+        assert (await graphs[1].aget_state(config)).values == {}
+
+
+async def test_corrupt_and_foreign_entries_are_dropped_and_reread(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async with ResilientSaver.from_urls(
+        postgres_url=POSTGRES_URL, redis_url=redis_server.url, prefix=prefix
+    ) as writer:
+        config = {"configurable": {"thread_id": "c", "checkpoint_ns": ""}}
+        stored = await writer.aput(config, _cp(1), {}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        assert keys, "the put was cached in Redis"
+        for key in keys:
+            if await client.type(key) == b"string" and b":b:" in key:
+                await client.set(key, b"\x00garbage from another program")
+            if await client.type(key) == b"hash" and b":c:" in key:
+                await client.hset(key, "r", b"LGR1\xc1\xc1")
+    finally:
+        await client.aclose()
+    async with ResilientSaver.from_urls(
+        postgres_url=POSTGRES_URL, redis_url=redis_server.url, prefix=prefix
+    ) as reader:
+        tup = await reader.aget_tuple(config)  # type: ignore[arg-type]
+        assert tup is not None and tup.config == stored
+        assert tup.checkpoint["channel_values"] == {"a": 1, "b": "value 1"}
+        again = await reader.aget_tuple(config)  # type: ignore[arg-type]
+        assert again is not None and again.checkpoint["channel_values"] == {"a": 1, "b": "value 1"}
+
+
+async def _run_turns(graph: Any, threads: int, turns: range) -> None:
+    for turn in turns:
+        for t in range(threads):
+            await graph.ainvoke({"turns": [f"user {turn}"]}, {"configurable": {"thread_id": f"t{t}"}})
+
+
+async def _final_states(graph: Any, threads: int) -> list[list[str]]:
+    return [
+        (await graph.aget_state({"configurable": {"thread_id": f"t{t}"}})).values["turns"]
+        for t in range(threads)
+    ]
+
+
+async def _redis_keys(url: str, prefix: str) -> int:
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        return len([k async for k in client.scan_iter(match=f"{prefix}*")])
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.fault
+async def test_redis_stopped_mid_run_no_invocation_fails(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async with ResilientSaver.from_urls(
+        postgres_url=POSTGRES_URL, redis_url=redis_server.url, prefix=prefix
+    ) as saver:
+        graph = _turn_graph().compile(checkpointer=saver)
+        await _run_turns(graph, 3, range(0, 3))
+        redis_server.stop()
+        await _run_turns(graph, 3, range(3, 7))
+        assert saver._tier is not None and saver._tier.breaker.is_open
+        redis_server.start()  # same port, empty: a restart without persistence
+        await asyncio.sleep(saver._tier.breaker.open_for_s)
+        await _run_turns(graph, 3, range(7, 10))
+        assert not saver._tier.breaker.is_open, "Redis is used again"
+        assert await _redis_keys(redis_server.url, prefix) > 0
+        states = await _final_states(graph, 3)
+    expected = [x for turn in range(10) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
+    assert states == [expected] * 3, "state identical to a run without the fault"
+
+
+@pytest.mark.fault
+async def test_redis_frozen_mid_run_no_invocation_fails_and_no_stale_head(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    kwargs: dict[str, Any] = {
+        "postgres_url": POSTGRES_URL,
+        "redis_url": redis_server.url,
+        "prefix": prefix,
+        "redis_socket_timeout_s": 0.2,
+    }
+    async with (
+        ResilientSaver.from_urls(**kwargs) as saver,
+        ResilientSaver.from_urls(**kwargs) as other,
+    ):
+        graph = _turn_graph().compile(checkpointer=saver)
+        other_graph = _turn_graph().compile(checkpointer=other)
+        await _run_turns(graph, 2, range(0, 3))
+        assert len(await _final_states(other_graph, 2)) == 2  # the other replica is warm
+        redis_server.freeze()
+        try:
+            await _run_turns(graph, 2, range(3, 6))
+        finally:
+            redis_server.thaw()
+        assert saver._tier is not None and saver._tier.breaker.is_open
+        # the other replica never saw the outage: its periodic repair catches up
+        await asyncio.sleep(other._tier.repair_interval_s * 2.5)  # type: ignore[union-attr]
+        expected = [x for turn in range(6) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
+        assert await _final_states(other_graph, 2) == [expected] * 2, "no stale head"
+        await asyncio.sleep(saver._tier.breaker.open_for_s)
+        await _run_turns(graph, 2, range(6, 8))
+        assert not saver._tier.breaker.is_open, "Redis is used again"
+        expected = [x for turn in range(8) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
+        assert await _final_states(other_graph, 2) == [expected] * 2
