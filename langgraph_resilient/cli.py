@@ -1,4 +1,4 @@
-"""The ``langgraph-resilient`` command: ``demo``, ``migrate``, ``doctor``.
+"""The ``langgraph-resilient`` command: ``demo``, ``migrate``, ``doctor``, ``prune``.
 
 Connection settings come from flags or the environment (``LANGGRAPH_RESILIENT_POSTGRES_URL``,
 ``LANGGRAPH_RESILIENT_SQLITE_PATH``, ``LANGGRAPH_RESILIENT_PREFIX``); with none, the embedded
@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from langgraph_resilient.checkpoint import ResilientSaver
@@ -117,6 +118,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> timedelta:
+    """``90s``, ``15m``, ``12h``, ``30d`` or ``2w`` as a duration."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _UNITS or not number.replace(".", "", 1).isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age like 90s, 15m, 12h, 30d or 2w")
+    return timedelta(seconds=float(number) * _UNITS[unit])
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    async def prune() -> int:
+        saver = ResilientSaver.from_urls(**_saver_kwargs(args, migrate_on_enter=False))
+        async with saver:
+            return await saver.aprune_older_than(
+                args.older_than, strategy=args.strategy, batch_size=args.batch_size
+            )
+
+    count = asyncio.run(prune())
+    print(
+        f"{_where(args)}: pruned {count} thread(s) idle for more than {args.older_than} "
+        f"(strategy {args.strategy})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``langgraph-resilient`` command."""
     parser = argparse.ArgumentParser(
@@ -133,6 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check connectivity, schema and settings")
     _add_connection_args(doctor)
     doctor.set_defaults(func=cmd_doctor)
+    prune = sub.add_parser(
+        "prune", help="retention: prune threads whose newest checkpoint is older than an age"
+    )
+    _add_connection_args(prune)
+    prune.add_argument(
+        "--older-than", required=True, type=parse_age, help="age such as 30d, 12h, 2w"
+    )
+    prune.add_argument(
+        "--strategy",
+        choices=("delete", "keep_latest"),
+        default="delete",
+        help="delete the threads (default) or keep only their newest checkpoints",
+    )
+    prune.add_argument("--batch-size", type=int, default=500, help="threads per batch")
+    prune.set_defaults(func=cmd_prune)
     return parser
 
 

@@ -16,6 +16,13 @@ from typing import Any
 
 import asyncpg
 
+from langgraph_resilient.checkpoint.batcher import (
+    Batch,
+    WritesOp,
+    blob_rows,
+    checkpoint_records,
+    write_rows,
+)
 from langgraph_resilient.checkpoint.records import (
     ChainLink,
     CheckpointRecord,
@@ -25,7 +32,13 @@ from langgraph_resilient.checkpoint.records import (
 )
 from langgraph_resilient.checkpoint.schema import SCHEMA_VERSION, check_version
 from langgraph_resilient.checkpoint.settings import PostgresSettings, redact
-from langgraph_resilient.checkpoint.store import Skeleton, check_fence, check_head
+from langgraph_resilient.checkpoint.store import (
+    EPOCH_BAND,
+    EpochRaise,
+    Skeleton,
+    check_fence,
+    check_head,
+)
 from langgraph_resilient.errors import SchemaVersionError, TierUnavailableError
 
 # Schema, one entry per version. `{p}` is the table prefix.
@@ -105,29 +118,68 @@ ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, applied_at = now()
 # Serializes migrations across replicas starting at once (released at commit).
 MIGRATION_LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
 
-# Statement pieces shared by the plain and the fenced writes. `{guard}` is empty for plain
-# writes and makes the rows conditional on the fence (and the head check) for fenced ones.
+# Plain (unfenced) writes, group-committed: every checkpoint, value and pending write of a
+# batch in one statement, so one transaction and one round trip, however many graph steps of
+# however many threads it carries. Parameters are column arrays ($1-$6 values, $7-$15 writes,
+# $16-$26 checkpoints); the caller sends each key once. Repeating a batch (a retry after a lost
+# reply) changes nothing: values and checkpoints never change once stored, regular writes keep
+# their first value and special ones (negative idx: error, interrupt, resume, scheduled) their
+# latest. Threads once written under a lease have `heads` rows; plain writes move them too, so
+# the next fenced write compares its parent against the real head.
+WRITE_BATCH_SQL = """
+WITH new_blobs AS (
+    INSERT INTO {p}blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+        $6::bytea[])
+    ON CONFLICT DO NOTHING
+), new_writes AS (
+    INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,
+        channel, type, blob)
+    SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+        $12::int[], $13::text[], $14::text[], $15::bytea[])
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
+        SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob,
+            task_path = EXCLUDED.task_path
+        WHERE {p}writes.idx < 0
+), moved_heads AS (
+    UPDATE {p}heads h SET checkpoint_id = n.checkpoint_id
+    FROM (
+        SELECT thread_id, checkpoint_ns, max(checkpoint_id) AS checkpoint_id
+        FROM unnest($16::text[], $17::text[], $18::text[])
+            AS u(thread_id, checkpoint_ns, checkpoint_id)
+        GROUP BY thread_id, checkpoint_ns
+    ) n
+    WHERE h.thread_id = n.thread_id AND h.checkpoint_ns = n.checkpoint_ns
+        AND h.checkpoint_id < n.checkpoint_id
+)
+INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+    run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions)
+SELECT * FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
+    $21::text[], $22::bytea[], $23::text[], $24::bytea[], $25::jsonb[], $26::jsonb[])
+ON CONFLICT DO NOTHING
+"""
+
+# Pieces of the fenced (single-record) writes: each row is written only if the fence and, for
+# a checkpoint, the head check hold.
 _INSERT_BLOBS = """
     INSERT INTO {p}blobs (thread_id, checkpoint_ns, channel, version, type, blob)
     SELECT $1, $2, b.channel, b.version, b.type, b.blob
     FROM unnest($10::text[], $11::text[], $12::text[], $13::bytea[])
         AS b(channel, version, type, blob)
-    {guard}
+    WHERE EXISTS (SELECT 1 FROM advance)
     ON CONFLICT DO NOTHING"""
 _INSERT_CHECKPOINT = """
     INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
         run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $14::jsonb, $15::jsonb
-    {guard}
+    WHERE EXISTS (SELECT 1 FROM advance)
     ON CONFLICT DO NOTHING"""
-# Regular writes keep the first value for (task_id, idx); the special channels (negative idx:
-# error, interrupt, resume, scheduled) take the latest.
 _INSERT_WRITES = """
     INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,
         channel, type, blob)
     SELECT $1, $2, $3, $4, $5, w.idx, w.channel, w.type, w.blob
     FROM unnest($6::int[], $7::text[], $8::text[], $9::bytea[]) AS w(idx, channel, type, blob)
-    {guard}
+    WHERE EXISTS (SELECT 1 FROM fence)
     ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
         SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob,
             task_path = EXCLUDED.task_path
@@ -142,27 +194,6 @@ fence AS (
         WHERE t.epoch <= EXCLUDED.epoch
     RETURNING 1
 )"""
-
-
-def _unguarded(fragment: str) -> str:
-    return fragment.replace("{guard}", "")
-
-
-def _guarded(fragment: str, by: str) -> str:
-    return fragment.replace("{guard}", f"WHERE EXISTS (SELECT 1 FROM {by})")
-
-
-# A checkpoint and the values of the channels it changed, in one statement (one transaction).
-# A repeat (retry after a lost reply) finds every row present and changes nothing. A thread
-# once written under a lease has `heads` rows; plain writes move them too, so the next fenced
-# write compares its parent against the real head.
-PUT_CHECKPOINT_SQL = f"""
-WITH new_blobs AS ({_unguarded(_INSERT_BLOBS)}
-), moved_head AS (
-    UPDATE {{p}}heads SET checkpoint_id = $3
-    WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id < $3
-){_unguarded(_INSERT_CHECKPOINT)}
-"""
 
 # A put under a lease ($16 is its epoch): the fence, then a compare-and-set of the namespace's
 # head from the checkpoint's parent to the checkpoint (a retry of the same put passes too), then
@@ -181,18 +212,15 @@ WITH {_FENCE.replace("{epoch}", "$16")}, advance AS (
         WHERE h.checkpoint_id IS NOT DISTINCT FROM $4::text
             OR h.checkpoint_id = EXCLUDED.checkpoint_id
     RETURNING 1
-), new_blobs AS ({_guarded(_INSERT_BLOBS, "advance")}
-), new_checkpoint AS ({_guarded(_INSERT_CHECKPOINT, "advance")}
+), new_blobs AS ({_INSERT_BLOBS}
+), new_checkpoint AS ({_INSERT_CHECKPOINT}
 )
 SELECT EXISTS (SELECT 1 FROM fence) AS fenced, EXISTS (SELECT 1 FROM advance) AS advanced
 """
 
-# A task's writes, in one statement.
-PUT_WRITES_SQL = _unguarded(_INSERT_WRITES)
-
 # A task's writes under a lease ($10 is its epoch): written only if the fence holds.
 PUT_WRITES_FENCED_SQL = f"""
-WITH {_FENCE.replace("{epoch}", "$10")}, new_writes AS ({_guarded(_INSERT_WRITES, "fence")}
+WITH {_FENCE.replace("{epoch}", "$10")}, new_writes AS ({_INSERT_WRITES}
 )
 SELECT EXISTS (SELECT 1 FROM fence) AS fenced
 """
@@ -381,10 +409,13 @@ WHERE d.thread_id = r.thread_id AND d.seq <= r.seq
 """
 
 # Retention: threads whose newest checkpoint is older than a cutoff.
+# Retention, one bounded batch at a time: threads after $2 (in id order, so the walk goes
+# through the primary key index) whose newest checkpoint is older than the cutoff $1.
 STALE_THREADS_SQL = """
 SELECT thread_id FROM {p}checkpoints
+WHERE thread_id > $2
 GROUP BY thread_id HAVING max(created_at) < to_timestamp($1)
-ORDER BY thread_id LIMIT $2
+ORDER BY thread_id LIMIT $3
 """
 
 _TRANSIENT = (
@@ -399,6 +430,13 @@ _TRANSIENT = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
 )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` column arrays (the shape ``unnest`` takes)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -456,12 +494,13 @@ class PostgresStore:
 
     def __init__(self, settings: PostgresSettings, *, prefix: str) -> None:
         self.settings = settings
+        # Leave connections for reads while batches of writes are in flight.
+        self.write_parallelism = max(1, min(4, settings.max_size - 1))
         self.prefix = prefix
         self.pool: asyncpg.Pool | None = None
         p = prefix
-        self._put_checkpoint = PUT_CHECKPOINT_SQL.format(p=p)
+        self._write_batch = WRITE_BATCH_SQL.format(p=p)
         self._put_checkpoint_fenced = PUT_CHECKPOINT_FENCED_SQL.format(p=p)
-        self._put_writes = PUT_WRITES_SQL.format(p=p)
         self._put_writes_fenced = PUT_WRITES_FENCED_SQL.format(p=p)
         self._get = GET_CHECKPOINT_SQL.format(p=p)
         self._get_latest = GET_LATEST_SQL.format(p=p)
@@ -548,7 +587,31 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- writes
 
+    async def write_batch(self, batch: Batch) -> None:
+        blobs = blob_rows(batch)
+        writes = write_rows(batch)
+        cps = checkpoint_records(batch)
+        await self._pool().execute(
+            self._write_batch,
+            *_columns(blobs, 6),
+            *_columns(writes, 9),
+            [c.thread_id for c in cps],
+            [c.checkpoint_ns for c in cps],
+            [c.checkpoint_id for c in cps],
+            [c.parent_id for c in cps],
+            [c.run_key for c in cps],
+            [c.body[0] for c in cps],
+            [c.body[1] for c in cps],
+            [c.metadata[0] for c in cps],
+            [c.metadata[1] for c in cps],
+            [c.metadata_json for c in cps],
+            [json.dumps(c.channel_versions) for c in cps],
+        )
+
     async def put_checkpoint(self, record: CheckpointRecord) -> None:
+        if record.epoch is None:
+            await self.write_batch(Batch(checkpoints=[record]))
+            return
         blobs = record.blobs
         args = [
             record.thread_id,
@@ -567,9 +630,6 @@ class PostgresStore:
             record.metadata_json,
             json.dumps(record.channel_versions),
         ]
-        if record.epoch is None:
-            await self._pool().execute(self._put_checkpoint, *args)
-            return
         row = await self._pool().fetchrow(self._put_checkpoint_fenced, *args, record.epoch)
         check_fence(record.thread_id, record.epoch, row["fenced"])
         check_head(record, row["advanced"])
@@ -582,6 +642,10 @@ class PostgresStore:
         writes: Sequence[WriteRecord],
         epoch: int | None,
     ) -> None:
+        if epoch is None:
+            op = WritesOp(thread_id, checkpoint_ns, checkpoint_id, list(writes))
+            await self.write_batch(Batch(writes=[op]))
+            return
         args = [
             thread_id,
             checkpoint_ns,
@@ -593,9 +657,6 @@ class PostgresStore:
             [w.type for w in writes],
             [w.data for w in writes],
         ]
-        if epoch is None:
-            await self._pool().execute(self._put_writes, *args)
-            return
         fenced = await self._pool().fetchval(self._put_writes_fenced, *args, epoch)
         check_fence(thread_id, epoch, fenced)
 
@@ -725,6 +786,93 @@ class PostgresStore:
             self._sql(CLEAR_DIRTY_SQL), [t for t, _ in entries], [q for _, q in entries]
         )
 
-    async def threads_older_than(self, cutoff_epoch_s: float, limit: int) -> list[str]:
-        rows = await self._pool().fetch(self._sql(STALE_THREADS_SQL), cutoff_epoch_s, limit)
+    async def threads_older_than(self, cutoff_epoch_s: float, after: str, limit: int) -> list[str]:
+        rows = await self._pool().fetch(self._sql(STALE_THREADS_SQL), cutoff_epoch_s, after, limit)
         return [r["thread_id"] for r in rows]
+
+    # ---- leases
+    # The fallback thread lease (used when Redis is down or not configured) lives in the
+    # `threads` row that also holds the fencing epoch: `lease_token` and `lease_expires_at`.
+    # Expiry is judged by the database's own clock, so replicas' clocks never matter. Each
+    # statement is one round trip and its own transaction; the row lock taken by ON CONFLICT DO
+    # UPDATE serializes it with the fenced writes of the same thread. See docs/lease.md.
+
+    # Take the lease if the row is free or expired, raising the epoch in the same statement:
+    # +1 inside an even (durable-store) band, else to the first epoch of the next even band, so
+    # the new epoch is above every epoch Redis handed out (store.fallback_epoch, in SQL).
+    # Returns the new epoch; no row while another token holds a live lease.
+    LEASE_ACQUIRE_SQL = """
+    INSERT INTO {p}threads AS t (thread_id, epoch, lease_token, lease_expires_at)
+    VALUES ($1, 1, $2, clock_timestamp() + make_interval(secs => $3))
+    ON CONFLICT (thread_id) DO UPDATE
+    SET epoch = CASE WHEN (t.epoch / $4::bigint) % 2 = 0 THEN t.epoch + 1
+                     ELSE (t.epoch / $4::bigint + 1) * $4::bigint + 1 END,
+        lease_token = EXCLUDED.lease_token, lease_expires_at = EXCLUDED.lease_expires_at,
+        updated_at = now()
+    WHERE t.lease_token IS NULL OR t.lease_expires_at IS NULL
+        OR t.lease_expires_at <= clock_timestamp()
+    RETURNING t.epoch
+    """
+    # Renew the lease for a token at its epoch, or take the row for a lease that moves here
+    # from Redis (same epoch): only if no other token holds a live lease and no newer epoch was
+    # stored (a newer epoch means the lease was taken over: the caller marks it lost).
+    LEASE_HOLD_SQL = """
+    INSERT INTO {p}threads AS t (thread_id, epoch, lease_token, lease_expires_at)
+    VALUES ($1, $3, $2, clock_timestamp() + make_interval(secs => $4))
+    ON CONFLICT (thread_id) DO UPDATE
+    SET epoch = EXCLUDED.epoch, lease_token = EXCLUDED.lease_token,
+        lease_expires_at = EXCLUDED.lease_expires_at, updated_at = now()
+    WHERE t.epoch <= EXCLUDED.epoch
+        AND (t.lease_token IS NULL OR t.lease_token = EXCLUDED.lease_token
+             OR t.lease_expires_at IS NULL OR t.lease_expires_at <= clock_timestamp())
+    RETURNING 1
+    """
+    # Compare-and-delete: only the holder's own token clears the row's lease.
+    LEASE_RELEASE_SQL = """
+    UPDATE {p}threads SET lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE thread_id = $1 AND lease_token = $2
+    """
+    # Confirm a Redis epoch band: raise the stored epoch to the band's first number ($2) if it is
+    # lower and no other token holds a live lease row. `raised` is decided under the row lock;
+    # `held` and `epoch` (a snapshot) only tell the caller why nothing was raised.
+    LEASE_RAISE_SQL = """
+    WITH cur AS (
+        SELECT epoch, lease_token IS NOT NULL AND lease_token <> $3
+            AND lease_expires_at > clock_timestamp() AS held
+        FROM {p}threads WHERE thread_id = $1
+    ), raised AS (
+        INSERT INTO {p}threads AS t (thread_id, epoch) VALUES ($1, $2)
+        ON CONFLICT (thread_id) DO UPDATE SET epoch = EXCLUDED.epoch, updated_at = now()
+        WHERE t.epoch < EXCLUDED.epoch
+            AND (t.lease_token IS NULL OR t.lease_token = $3
+                 OR t.lease_expires_at IS NULL OR t.lease_expires_at <= clock_timestamp())
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM raised) AS raised,
+        coalesce((SELECT held FROM cur), false) AS held,
+        coalesce((SELECT epoch FROM cur), 0) AS epoch
+    """
+    THREAD_EPOCH_SQL = "SELECT epoch FROM {p}threads WHERE thread_id = $1"
+
+    async def lease_acquire(self, thread_id: str, token: str, ttl_s: float) -> int | None:
+        epoch = await self._pool().fetchval(
+            self._sql(self.LEASE_ACQUIRE_SQL), thread_id, token, float(ttl_s), EPOCH_BAND
+        )
+        return None if epoch is None else int(epoch)
+
+    async def lease_hold(self, thread_id: str, token: str, epoch: int, ttl_s: float) -> bool:
+        held = await self._pool().fetchval(
+            self._sql(self.LEASE_HOLD_SQL), thread_id, token, epoch, float(ttl_s)
+        )
+        return held is not None
+
+    async def lease_release(self, thread_id: str, token: str) -> None:
+        await self._pool().execute(self._sql(self.LEASE_RELEASE_SQL), thread_id, token)
+
+    async def lease_raise(self, thread_id: str, floor: int, token: str) -> EpochRaise:
+        row = await self._pool().fetchrow(self._sql(self.LEASE_RAISE_SQL), thread_id, floor, token)
+        return EpochRaise(bool(row["raised"]), bool(row["held"]), int(row["epoch"]))
+
+    async def thread_epoch(self, thread_id: str) -> int:
+        epoch = await self._pool().fetchval(self._sql(self.THREAD_EPOCH_SQL), thread_id)
+        return int(epoch or 0)

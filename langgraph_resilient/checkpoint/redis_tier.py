@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import ormsgpack
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
+from langgraph_resilient.checkpoint.batcher import Batch
 from langgraph_resilient.checkpoint.cache import LocalCache
 from langgraph_resilient.checkpoint.records import (
     EMPTY_BLOB_TYPE,
@@ -430,7 +431,7 @@ class RedisTier:
 
     # ---------------------------------------------------------------- writes
 
-    async def _store_record(
+    def _record_args(
         self,
         thread_id: str,
         ns: str,
@@ -441,7 +442,7 @@ class RedisTier:
         *,
         advance_head: bool,
         expected_gen: str,
-    ) -> str | None:
+    ) -> list[Any]:
         args: list[Any] = [
             self._base(thread_id),
             ns,
@@ -457,71 +458,146 @@ class RedisTier:
             args += [channel, version, _pack([typ, data or b""])]
         for w in writes:
             args += [_write_field(w), _write_value(w)]
-        reply = await self._call(lambda: self._put(keys=[self._gen_key(thread_id)], args=args))
+        return args
+
+    def _remember(
+        self,
+        thread_id: str,
+        reply: Any,
+        ns: str,
+        cid: str,
+        record: CachedRecord,
+        blobs: Sequence[tuple[str, str, str, bytes | None]],
+        *,
+        advance_head: bool,
+    ) -> None:
+        """Fill L1 with what a PUT script stored (``reply``: the generation, or nil)."""
         if reply is None:
-            return None
-        gen: str = reply.decode()
+            return
+        gen = reply.decode()
         self._remember_record(thread_id, gen, ns, cid, record)
         for channel, version, typ, data in blobs:
-            self.cache.put(
-                ("b", thread_id, gen, ns, channel, version), (typ, data or b""), len(data or b"")
-            )
+            value = data or b""
+            self.cache.put(("b", thread_id, gen, ns, channel, version), (typ, value), len(value))
         if advance_head:
             self.cache.put(("h", thread_id, ns), cid, 64)
-        return gen
 
-    async def after_put(self, record: CheckpointRecord) -> None:
-        """Publish a checkpoint the durable tier acknowledged (head, record, new values)."""
+    @staticmethod
+    def _published(record: CheckpointRecord) -> tuple[CachedRecord, list[Any]]:
         cached = CachedRecord(
             record.parent_id, record.body, record.metadata, record.channel_versions
         )
-        blobs = [(b.channel, b.version, b.type, b.data) for b in record.blobs]
+        return cached, [(b.channel, b.version, b.type, b.data) for b in record.blobs]
+
+    def _writes_args(
+        self, thread_id: str, ns: str, cid: str, writes: Sequence[WriteRecord]
+    ) -> list[Any]:
+        args: list[Any] = [self._base(thread_id), ns, cid, self.settings.key_ttl_s]
+        for w in writes:
+            args += [_write_field(w), _write_value(w), "1" if w.idx < 0 else "0"]
+        return args
+
+    async def after_put(self, record: CheckpointRecord) -> None:
+        """Publish a checkpoint the durable tier acknowledged (head, record, new values)."""
+        cached, blobs = self._published(record)
+        tid, ns, cid = record.thread_id, record.checkpoint_ns, record.checkpoint_id
+        args = self._record_args(
+            tid, ns, cid, cached, blobs, (), advance_head=True, expected_gen=""
+        )
         try:
-            await self._store_record(
-                record.thread_id,
-                record.checkpoint_ns,
-                record.checkpoint_id,
-                cached,
-                blobs,
-                (),
-                advance_head=True,
-                expected_gen="",
-            )
+            reply = await self._call(lambda: self._put(keys=[self._gen_key(tid)], args=args))
         except RedisUnavailable:
-            await self.mark_dirty([record.thread_id])
+            await self.mark_dirty([tid])
+            return
+        self._remember(tid, reply, ns, cid, cached, blobs, advance_head=True)
 
     async def after_put_writes(
         self, thread_id: str, ns: str, cid: str, writes: Sequence[WriteRecord]
     ) -> None:
         """Publish writes the durable tier acknowledged."""
-        args: list[Any] = [self._base(thread_id), ns, cid, self.settings.key_ttl_s]
-        for w in writes:
-            args += [_write_field(w), _write_value(w), "1" if w.idx < 0 else "0"]
+        args = self._writes_args(thread_id, ns, cid, writes)
         try:
             await self._call(lambda: self._writes(keys=[self._gen_key(thread_id)], args=args))
         except RedisUnavailable:
             await self.mark_dirty([thread_id])
 
+    async def _evalsha_pipeline(self, calls: Sequence[tuple[Any, str, list[Any]]]) -> list[Any]:
+        """Several script calls in one round trip.
+
+        redis-py's pipelines ask ``SCRIPT EXISTS`` before every execution that holds scripts,
+        a second round trip; here the scripts run by hash, and only a server that lost them
+        (a restart) costs a reload and one replay (the scripts are idempotent).
+        """
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for script, key, args in calls:
+                pipe.evalsha(script.sha, 1, key, *args)
+            replies = list(await pipe.execute(raise_on_error=False))
+            if not any(isinstance(r, NoScriptError) for r in replies):
+                for reply in replies:
+                    if isinstance(reply, Exception):
+                        raise reply
+                return replies
+            if attempt == 2:
+                break
+            for script in {id(c[0]): c[0] for c in calls}.values():
+                await self.client.script_load(script.script)
+        raise RedisError("scripts missing after reload")
+
+    async def after_batch(self, batch: Batch) -> None:
+        """Publish a group-committed batch: every script call in one pipelined round trip."""
+        published = [(cp, *self._published(cp)) for cp in batch.checkpoints]
+
+        calls: list[tuple[Any, str, list[Any]]] = []
+        for cp, cached, blobs in published:
+            tid, ns, cid = cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id
+            args = self._record_args(
+                tid, ns, cid, cached, blobs, (), advance_head=True, expected_gen=""
+            )
+            calls.append((self._put, self._gen_key(tid), args))
+        for op in batch.writes:
+            args = self._writes_args(op.thread_id, op.checkpoint_ns, op.checkpoint_id, op.writes)
+            calls.append((self._writes, self._gen_key(op.thread_id), args))
+
+        async def send() -> list[Any]:
+            return await self._evalsha_pipeline(calls)
+
+        try:
+            replies = await self._call(send)
+        except RedisUnavailable:
+            threads = {cp.thread_id for cp in batch.checkpoints}
+            threads |= {op.thread_id for op in batch.writes}
+            await self.mark_dirty(sorted(threads))
+            return
+        for (cp, cached, blobs), reply in zip(published, replies, strict=False):
+            self._remember(
+                cp.thread_id,
+                reply,
+                cp.checkpoint_ns,
+                cp.checkpoint_id,
+                cached,
+                blobs,
+                advance_head=True,
+            )
+
     async def fill(self, row: CheckpointRow, gen: str, *, head: bool) -> None:
         """Cache a row read from the durable tier (only if the generation did not move)."""
-        versions = dict(self._versions_of(row))
+        versions = self._versions_of(row)
         record = CachedRecord(row.parent_id, row.body, row.metadata, versions)
         present = {ch for ch, _, _ in row.blobs}
         blobs: list[tuple[str, str, str, bytes | None]] = [
             (ch, versions[ch], typ, data) for ch, typ, data in row.blobs if ch in versions
         ]
         blobs += [(ch, v, EMPTY_BLOB_TYPE, None) for ch, v in versions.items() if ch not in present]
-        with contextlib.suppress(RedisUnavailable):
-            await self._store_record(
-                row.thread_id,
-                row.checkpoint_ns,
-                row.checkpoint_id,
-                record,
-                blobs,
-                row.writes,
-                advance_head=head,
-                expected_gen=gen,
-            )
+        tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
+        args = self._record_args(
+            tid, ns, cid, record, blobs, row.writes, advance_head=head, expected_gen=gen
+        )
+        try:
+            reply = await self._call(lambda: self._put(keys=[self._gen_key(tid)], args=args))
+        except RedisUnavailable:
+            return
+        self._remember(tid, reply, ns, cid, record, blobs, advance_head=head)
 
     def _versions_of(self, row: CheckpointRow) -> dict[str, str]:
         versions = row.versions

@@ -7,6 +7,7 @@ home loop through :class:`LoopBridge`, so there is one code path for both.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -20,6 +21,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -38,6 +40,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from langgraph_resilient.checkpoint import codec, history, redis_conn
+from langgraph_resilient.checkpoint.batcher import Batch, GroupCommitter, WritesOp
 from langgraph_resilient.checkpoint.bridge import LoopBridge
 from langgraph_resilient.checkpoint.cache import LocalCache
 from langgraph_resilient.checkpoint.lease import ThreadLock
@@ -104,6 +107,7 @@ class ResilientSaver(
         self.cache_max_bytes = cache_max_bytes
         self.redis_required = redis_required
         self._tier: RedisTier | None = None
+        self._committer = GroupCommitter(self._flush, max_inflight=store.write_parallelism)
         self._bridge = LoopBridge()
         # Epochs of the thread leases this process holds (see lock_thread): every write to one of
         # these threads is fenced with its epoch.
@@ -540,9 +544,23 @@ class ResilientSaver(
         return Locator(record.thread_id, record.checkpoint_ns, None).config(record.checkpoint_id)
 
     async def _put(self, record: CheckpointRecord) -> None:
+        if record.epoch is None:
+            await self._committer.submit(record)
+            return
         await self._with_retry("put", lambda: self.store.put_checkpoint(record), write=True)
         if self._tier is not None:
             await self._tier.after_put(record)
+
+    async def _flush(self, batch: Batch) -> None:
+        """Group commit: a batch of plain writes in one transaction, then in Redis."""
+        op = " + ".join(
+            name
+            for name, part in (("put", batch.checkpoints), ("put_writes", batch.writes))
+            if part
+        )
+        await self._with_retry(op, lambda: self.store.write_batch(batch), write=True)
+        if self._tier is not None:
+            await self._tier.after_batch(batch)
 
     async def aput_writes(
         self,
@@ -568,6 +586,9 @@ class ResilientSaver(
         self, thread_id: str, ns: str, cid: str, records: list[WriteRecord]
     ) -> None:
         epoch = self._leases.get(thread_id)
+        if epoch is None:
+            await self._committer.submit(WritesOp(thread_id, ns, cid, records))
+            return
         await self._with_retry(
             "put_writes",
             lambda: self.store.put_writes(thread_id, ns, cid, records, epoch),
@@ -660,6 +681,45 @@ class ResilientSaver(
             await self._rewrite(
                 "prune", lambda: self.store.delete_checkpoints(thread_id, doomed), [thread_id]
             )
+
+    async def aprune_older_than(
+        self,
+        older_than: timedelta,
+        *,
+        strategy: str = "delete",
+        batch_size: int = 500,
+    ) -> int:
+        """Apply a retention policy: prune every thread whose newest checkpoint is older than
+        ``older_than``, in batches of ``batch_size`` threads (each batch is a bounded query
+        plus one prune per thread). Returns how many threads were pruned.
+
+        ``strategy`` is ``"delete"`` (drop the thread) or ``"keep_latest"`` (keep only its
+        newest checkpoints), as in :meth:`aprune`. Safe to run from several replicas at once
+        and to interrupt: every prune is a transaction and a re-run picks up where it stopped.
+        """
+        if older_than.total_seconds() <= 0:
+            raise ConfigurationError("older_than must be a positive duration")
+        if batch_size < 1:
+            raise ConfigurationError("batch_size must be >= 1")
+        if strategy not in PRUNE_STRATEGIES:
+            raise ConfigurationError(
+                f"unknown prune strategy {strategy!r}; use one of {PRUNE_STRATEGIES}"
+            )
+        cutoff = time.time() - older_than.total_seconds()
+        pruned, after = 0, ""
+        while True:
+            batch = await self._bridge.hop(
+                self._with_retry(
+                    "retention",
+                    functools.partial(self.store.threads_older_than, cutoff, after, batch_size),
+                    write=False,
+                )
+            )
+            if not batch:
+                return pruned
+            await self.aprune(batch, strategy=strategy)
+            pruned += len(batch)
+            after = batch[-1]
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
@@ -759,6 +819,14 @@ class ResilientSaver(
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Sync :meth:`aprune`."""
         self._bridge.run(self.aprune(thread_ids, strategy=strategy))
+
+    def prune_older_than(
+        self, older_than: timedelta, *, strategy: str = "delete", batch_size: int = 500
+    ) -> int:
+        """Sync :meth:`aprune_older_than`."""
+        return self._bridge.run(
+            self.aprune_older_than(older_than, strategy=strategy, batch_size=batch_size)
+        )
 
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]

@@ -17,6 +17,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from langgraph_resilient.checkpoint.batcher import (
+    Batch,
+    WritesOp,
+    blob_rows,
+    checkpoint_records,
+    write_rows,
+)
 from langgraph_resilient.checkpoint.records import (
     ChainLink,
     CheckpointRecord,
@@ -25,7 +32,13 @@ from langgraph_resilient.checkpoint.records import (
     WriteRecord,
 )
 from langgraph_resilient.checkpoint.schema import SCHEMA_VERSION, check_version
-from langgraph_resilient.checkpoint.store import Skeleton, check_fence, check_head
+from langgraph_resilient.checkpoint.store import (
+    EpochRaise,
+    Skeleton,
+    check_fence,
+    check_head,
+    fallback_epoch,
+)
 from langgraph_resilient.errors import ConfigurationError, TierUnavailableError
 
 T = TypeVar("T")
@@ -251,9 +264,10 @@ ON CONFLICT (thread_id) DO UPDATE SET seq = excluded.seq
 """
 DIRTY_THREADS_SQL = "SELECT thread_id, seq FROM {p}cache_dirty ORDER BY seq LIMIT ?"
 CLEAR_DIRTY_SQL = "DELETE FROM {p}cache_dirty WHERE thread_id = ? AND seq <= ?"
+# Retention, one bounded batch at a time (see the Postgres store).
 STALE_THREADS_SQL = """
-SELECT thread_id FROM {p}checkpoints
-GROUP BY thread_id HAVING max(created_at) < ? ORDER BY thread_id LIMIT ?
+SELECT thread_id FROM {p}checkpoints WHERE thread_id > ?2
+GROUP BY thread_id HAVING max(created_at) < ?1 ORDER BY thread_id LIMIT ?3
 """
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -263,6 +277,9 @@ class SqliteStore:
     """The durable tier in one SQLite file (``ResilientSaver.from_urls(sqlite_path=...)``)."""
 
     tier = "sqlite"
+    write_parallelism = 1
+    """One writer at a time: SQLite serializes writes anyway, and waiting writes then share the
+    next transaction."""
 
     def __init__(
         self,
@@ -382,47 +399,60 @@ class SqliteStore:
 
     # ---------------------------------------------------------------- writes
 
-    def _fence(self, conn: sqlite3.Connection, thread_id: str, epoch: int | None) -> None:
+    def _fence(self, conn: sqlite3.Connection, thread_id: str, epoch: int) -> None:
         """Inside a write transaction: refuse a superseded lease, else record its epoch."""
-        if epoch is None:
-            return
         row = conn.execute(self._sql(READ_EPOCH_SQL), (thread_id,)).fetchone()
         check_fence(thread_id, epoch, row is None or int(row[0]) <= epoch)
         conn.execute(self._sql(RAISE_EPOCH_SQL), (thread_id, epoch, time.time()))
 
+    def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
+        """The rows of a batch (each key once), inside the caller's transaction."""
+        cps = checkpoint_records(batch)
+        now = time.time()
+        conn.executemany(self._sql(INSERT_BLOB_SQL), blob_rows(batch))
+        conn.executemany(self._sql(UPSERT_WRITE_SQL), write_rows(batch))
+        conn.executemany(
+            self._sql(MOVE_HEAD_SQL), [(c.thread_id, c.checkpoint_ns, c.checkpoint_id) for c in cps]
+        )
+        conn.executemany(
+            self._sql(INSERT_CHECKPOINT_SQL),
+            [
+                (
+                    c.thread_id,
+                    c.checkpoint_ns,
+                    c.checkpoint_id,
+                    c.parent_id,
+                    c.run_key,
+                    c.body[0],
+                    c.body[1],
+                    c.metadata[0],
+                    c.metadata[1],
+                    c.metadata_json,
+                    json.dumps(c.channel_versions),
+                    now,
+                )
+                for c in cps
+            ],
+        )
+
+    async def write_batch(self, batch: Batch) -> None:
+        """Every write of a batch in one transaction (one fsync)."""
+        await self._write(lambda conn: self._insert(conn, batch))
+
     async def put_checkpoint(self, record: CheckpointRecord) -> None:
-        blob_sql = self._sql(INSERT_BLOB_SQL)
-        checkpoint_sql = self._sql(INSERT_CHECKPOINT_SQL)
+        batch = Batch(checkpoints=[record])
+        epoch = record.epoch
+        if epoch is None:
+            await self.write_batch(batch)
+            return
         tid, ns, cid = record.thread_id, record.checkpoint_ns, record.checkpoint_id
 
         def put(conn: sqlite3.Connection) -> None:
-            self._fence(conn, tid, record.epoch)
-            if record.epoch is None:
-                conn.execute(self._sql(MOVE_HEAD_SQL), (tid, ns, cid))
-            else:
-                (head,) = conn.execute(self._sql(READ_HEAD_SQL), (tid, ns)).fetchone()
-                check_head(record, head in (record.parent_id, cid))
-                conn.execute(self._sql(SET_HEAD_SQL), (tid, ns, cid))
-            conn.executemany(
-                blob_sql, [(tid, ns, b.channel, b.version, b.type, b.data) for b in record.blobs]
-            )
-            conn.execute(
-                checkpoint_sql,
-                (
-                    tid,
-                    ns,
-                    cid,
-                    record.parent_id,
-                    record.run_key,
-                    record.body[0],
-                    record.body[1],
-                    record.metadata[0],
-                    record.metadata[1],
-                    record.metadata_json,
-                    json.dumps(record.channel_versions),
-                    time.time(),
-                ),
-            )
+            self._fence(conn, tid, epoch)
+            (head,) = conn.execute(self._sql(READ_HEAD_SQL), (tid, ns)).fetchone()
+            check_head(record, head in (record.parent_id, cid))
+            conn.execute(self._sql(SET_HEAD_SQL), (tid, ns, cid))
+            self._insert(conn, batch)
 
         await self._write(put)
 
@@ -434,13 +464,14 @@ class SqliteStore:
         writes: Sequence[WriteRecord],
         epoch: int | None,
     ) -> None:
-        sql = self._sql(UPSERT_WRITE_SQL)
-        head = (thread_id, checkpoint_ns, checkpoint_id)
-        rows = [(*head, w.task_id, w.task_path, w.idx, w.channel, w.type, w.data) for w in writes]
+        batch = Batch(writes=[WritesOp(thread_id, checkpoint_ns, checkpoint_id, list(writes))])
+        if epoch is None:
+            await self.write_batch(batch)
+            return
 
         def put(conn: sqlite3.Connection) -> None:
             self._fence(conn, thread_id, epoch)
-            conn.executemany(sql, rows)
+            self._insert(conn, batch)
 
         await self._write(put)
 
@@ -646,8 +677,93 @@ class SqliteStore:
         sql = self._sql(CLEAR_DIRTY_SQL)
         await self._write(lambda conn: conn.executemany(sql, list(entries)) and None)
 
-    async def threads_older_than(self, cutoff_epoch_s: float, limit: int) -> list[str]:
+    async def threads_older_than(self, cutoff_epoch_s: float, after: str, limit: int) -> list[str]:
         sql = self._sql(STALE_THREADS_SQL)
+        args = (cutoff_epoch_s, after, limit)
+        return await self._read(lambda conn: [r[0] for r in conn.execute(sql, args).fetchall()])
+
+    # ---- leases
+    # The fallback thread lease in the `threads` row (token + expiry next to the fencing epoch),
+    # with the same rules as the Postgres statements, each run in one BEGIN IMMEDIATE
+    # transaction: the write lock serializes it with every fenced write to the file. Expiry is
+    # wall-clock time of this machine (every process sharing the file runs on it).
+    LEASE_READ_SQL = (
+        "SELECT epoch, lease_token, lease_expires_at FROM {p}threads WHERE thread_id = ?"
+    )
+    LEASE_WRITE_SQL = """
+    INSERT INTO {p}threads (thread_id, epoch, lease_token, lease_expires_at, updated_at)
+    VALUES (?1, ?2, ?3, ?4, ?5)
+    ON CONFLICT (thread_id) DO UPDATE SET epoch = excluded.epoch,
+        lease_token = excluded.lease_token, lease_expires_at = excluded.lease_expires_at,
+        updated_at = excluded.updated_at
+    """
+    LEASE_RELEASE_SQL = """
+    UPDATE {p}threads SET lease_token = NULL, lease_expires_at = NULL, updated_at = ?3
+    WHERE thread_id = ?1 AND lease_token = ?2
+    """
+
+    def _lease_row(
+        self, conn: sqlite3.Connection, thread_id: str
+    ) -> tuple[int, str | None, float | None] | None:
+        row = conn.execute(self._sql(self.LEASE_READ_SQL), (thread_id,)).fetchone()
+        return None if row is None else (int(row[0]), row[1], row[2])
+
+    @staticmethod
+    def _held_by_other(token: str, holder: str | None, expires: float | None, now: float) -> bool:
+        return holder is not None and holder != token and expires is not None and expires > now
+
+    async def lease_acquire(self, thread_id: str, token: str, ttl_s: float) -> int | None:
+        def take(conn: sqlite3.Connection) -> int | None:
+            now = time.time()
+            row = self._lease_row(conn, thread_id)
+            if row is not None and self._held_by_other(token, row[1], row[2], now):
+                return None
+            epoch = fallback_epoch(row[0]) if row is not None else 1
+            conn.execute(
+                self._sql(self.LEASE_WRITE_SQL), (thread_id, epoch, token, now + ttl_s, now)
+            )
+            return epoch
+
+        return await self._write(take)
+
+    async def lease_hold(self, thread_id: str, token: str, epoch: int, ttl_s: float) -> bool:
+        def hold(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            row = self._lease_row(conn, thread_id)
+            if row is not None and (
+                row[0] > epoch or self._held_by_other(token, row[1], row[2], now)
+            ):
+                return False
+            conn.execute(
+                self._sql(self.LEASE_WRITE_SQL), (thread_id, epoch, token, now + ttl_s, now)
+            )
+            return True
+
+        return await self._write(hold)
+
+    async def lease_release(self, thread_id: str, token: str) -> None:
+        sql = self._sql(self.LEASE_RELEASE_SQL)
+        await self._write(lambda conn: conn.execute(sql, (thread_id, token, time.time())) and None)
+
+    async def lease_raise(self, thread_id: str, floor: int, token: str) -> EpochRaise:
+        def bump(conn: sqlite3.Connection) -> EpochRaise:
+            now = time.time()
+            row = self._lease_row(conn, thread_id)
+            if row is None:
+                conn.execute(self._sql(self.LEASE_WRITE_SQL), (thread_id, floor, None, None, now))
+                return EpochRaise(True, False, 0)
+            current, holder, expires = row
+            if self._held_by_other(token, holder, expires, now):
+                return EpochRaise(False, True, current)
+            if current >= floor:
+                return EpochRaise(False, False, current)
+            conn.execute(self._sql(self.LEASE_WRITE_SQL), (thread_id, floor, holder, expires, now))
+            return EpochRaise(True, False, current)
+
+        return await self._write(bump)
+
+    async def thread_epoch(self, thread_id: str) -> int:
+        sql = self._sql(READ_EPOCH_SQL)
         return await self._read(
-            lambda conn: [r[0] for r in conn.execute(sql, (cutoff_epoch_s, limit)).fetchall()]
+            lambda conn: int((conn.execute(sql, (thread_id,)).fetchone() or (0,))[0])
         )

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+from langgraph_resilient.checkpoint.batcher import Batch
 from langgraph_resilient.checkpoint.records import (
     ChainLink,
     CheckpointRecord,
@@ -37,6 +38,8 @@ class DurableStore(Protocol):
 
     tier: str
     """Name used in errors and metrics: ``"postgres"`` or ``"sqlite"``."""
+    write_parallelism: int
+    """How many group-commit flushes may run at once."""
 
     async def open(self) -> None:
         """Connect (failing fast with ``TierUnavailableError``)."""
@@ -53,8 +56,12 @@ class DurableStore(Protocol):
     def is_transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` is a connection-level failure worth a bounded retry."""
 
+    async def write_batch(self, batch: Batch) -> None:
+        """Store the plain (unfenced) checkpoints and writes of a batch in one transaction."""
+
     async def put_checkpoint(self, record: CheckpointRecord) -> None:
-        """Store a checkpoint and its new blobs in one transaction (idempotent)."""
+        """Store a checkpoint and its new blobs in one transaction (idempotent); a record with
+        an epoch is fenced (``StaleLeaseError``/``ForkedHistoryError``, nothing written)."""
 
     async def put_writes(
         self,
@@ -123,8 +130,32 @@ class DurableStore(Protocol):
     async def clear_dirty(self, entries: Sequence[tuple[str, int]]) -> None:
         """Forget dirty marks, unless a thread was marked again after ``entries`` were read."""
 
-    async def threads_older_than(self, cutoff_epoch_s: float, limit: int) -> list[str]:
-        """Threads whose newest checkpoint was written before ``cutoff_epoch_s``."""
+    async def threads_older_than(self, cutoff_epoch_s: float, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` threads with ids after ``after`` whose newest checkpoint was written
+        before ``cutoff_epoch_s`` (Unix time), in id order."""
+
+    # ---- leases (the fallback lease in the ``threads`` row; see lease.py and docs/lease.md)
+
+    async def lease_acquire(self, thread_id: str, token: str, ttl_s: float) -> int | None:
+        """Take the thread's lease row if it is free or expired, in one transaction: store
+        ``token`` and an expiry ``ttl_s`` from now, and raise the epoch by
+        :func:`fallback_epoch`. Returns the new epoch, or ``None`` while another token holds it.
+        """
+
+    async def lease_hold(self, thread_id: str, token: str, epoch: int, ttl_s: float) -> bool:
+        """Renew (or take over, for a lease moving here from Redis) the lease row for ``token``
+        at ``epoch``: only while no other token holds a live lease and the stored epoch is not
+        above ``epoch``; raises the stored epoch to ``epoch``. False when refused."""
+
+    async def lease_release(self, thread_id: str, token: str) -> None:
+        """Clear the lease row if ``token`` holds it (never another holder's)."""
+
+    async def lease_raise(self, thread_id: str, floor: int, token: str) -> EpochRaise:
+        """Raise the stored epoch to ``floor`` if it is lower and no other token holds a live
+        lease row, in one transaction (how a Redis epoch band is confirmed)."""
+
+    async def thread_epoch(self, thread_id: str) -> int:
+        """The thread's stored (fencing) epoch; 0 for a thread never fenced."""
 
 
 def check_fence(thread_id: str, epoch: int, held: bool) -> None:
@@ -145,3 +176,31 @@ def check_head(record: CheckpointRecord, advanced: bool) -> None:
             "head; nothing was written. Another writer advanced the thread: reload its state. "
             "(Under a lease, history is linear: fork with copy_thread instead.)"
         )
+
+
+# ---- leases: the epoch arithmetic shared by both stores and the Redis lease (docs/lease.md)
+
+EPOCH_BAND = 2**32
+"""Epochs are grouped in bands of this size: ``band = epoch // EPOCH_BAND``. Redis issues epochs
+only in odd bands, the durable-store lease only in even ones, so the two never hand out the same
+number, and each side jumps to a band above the other's when it takes over."""
+
+
+class EpochRaise(NamedTuple):
+    """Result of :meth:`DurableStore.lease_raise`."""
+
+    raised: bool
+    """The stored epoch was below the floor and is now the floor."""
+    held: bool
+    """Another token holds a live lease row (then nothing was raised)."""
+    epoch: int
+    """The stored epoch when the statement ran (before any raise)."""
+
+
+def fallback_epoch(current: int) -> int:
+    """The epoch the durable-store lease takes after ``current``: the next number if ``current``
+    is in an even (store) band, else the first number of the next (even) band."""
+    band = current // EPOCH_BAND
+    if band % 2 == 0:
+        return current + 1
+    return (band + 1) * EPOCH_BAND + 1

@@ -192,7 +192,8 @@ async def test_corrupt_and_foreign_entries_are_dropped_and_reread(
 async def _run_turns(graph: Any, threads: int, turns: range) -> None:
     for turn in turns:
         for t in range(threads):
-            await graph.ainvoke({"turns": [f"user {turn}"]}, {"configurable": {"thread_id": f"t{t}"}})
+            config = {"configurable": {"thread_id": f"t{t}"}}
+            await graph.ainvoke({"turns": [f"user {turn}"]}, config)
 
 
 async def _final_states(graph: Any, threads: int) -> list[list[str]]:
@@ -218,7 +219,7 @@ async def test_redis_stopped_mid_run_no_invocation_fails(
         postgres_url=POSTGRES_URL, redis_url=redis_server.url, prefix=prefix
     ) as saver:
         graph = _turn_graph().compile(checkpointer=saver)
-        await _run_turns(graph, 3, range(0, 3))
+        await _run_turns(graph, 3, range(3))
         redis_server.stop()
         await _run_turns(graph, 3, range(3, 7))
         assert saver._tier is not None and saver._tier.breaker.is_open
@@ -248,7 +249,7 @@ async def test_redis_frozen_mid_run_no_invocation_fails_and_no_stale_head(
     ):
         graph = _turn_graph().compile(checkpointer=saver)
         other_graph = _turn_graph().compile(checkpointer=other)
-        await _run_turns(graph, 2, range(0, 3))
+        await _run_turns(graph, 2, range(3))
         assert len(await _final_states(other_graph, 2)) == 2  # the other replica is warm
         redis_server.freeze()
         try:
