@@ -1,7 +1,8 @@
 """The ``langgraph-resilient`` command: ``demo``, ``migrate``, ``doctor``, ``prune``.
 
 Connection settings come from flags or the environment (``LANGGRAPH_RESILIENT_POSTGRES_URL``,
-``LANGGRAPH_RESILIENT_SQLITE_PATH``, ``LANGGRAPH_RESILIENT_PREFIX``); with none, the embedded
+``LANGGRAPH_RESILIENT_REDIS_URL``, ``LANGGRAPH_RESILIENT_SQLITE_PATH``,
+``LANGGRAPH_RESILIENT_PREFIX``); with none, the embedded
 SQLite default is used.
 """
 
@@ -28,6 +29,12 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
         help="Postgres URL (env LANGGRAPH_RESILIENT_POSTGRES_URL); default: embedded SQLite",
     )
     parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("LANGGRAPH_RESILIENT_REDIS_URL"),
+        help="Redis URL for the shared cache tier (env LANGGRAPH_RESILIENT_REDIS_URL); "
+        "used with --postgres-url",
+    )
+    parser.add_argument(
         "--sqlite-path",
         default=None,
         help="SQLite file for the embedded tier (env LANGGRAPH_RESILIENT_SQLITE_PATH, "
@@ -44,6 +51,8 @@ def _saver_kwargs(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"prefix": args.prefix, **extra}
     if args.postgres_url:
         kwargs["postgres_url"] = args.postgres_url
+        if args.redis_url:
+            kwargs["redis_url"] = args.redis_url
     else:
         kwargs["sqlite_path"] = args.sqlite_path or default_sqlite_path()
     return kwargs
@@ -51,7 +60,8 @@ def _saver_kwargs(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
 
 def _where(args: argparse.Namespace) -> str:
     if args.postgres_url:
-        return f"postgres {redact(args.postgres_url)}"
+        cache = f" + redis {redact(args.redis_url)}" if args.redis_url else ""
+        return f"postgres {redact(args.postgres_url)}{cache}"
     return f"sqlite {os.path.abspath(args.sqlite_path or default_sqlite_path())}"
 
 

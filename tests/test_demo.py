@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import POSTGRES_URL, drop_prefixed_tables, unique_prefix
+from tests.conftest import (
+    POSTGRES_URL,
+    REDIS_URL,
+    drop_prefixed_keys,
+    drop_prefixed_tables,
+    unique_prefix,
+)
 
 
 def _demo(cwd: Path, *args: str) -> str:
@@ -39,17 +45,21 @@ def test_demo_on_the_embedded_default_resumes_across_runs(tmp_path: Path) -> Non
     assert "published=['ticket-1', 'ticket-2']" in second
 
 
-def test_demo_on_postgres(tmp_path: Path) -> None:
+def test_demo_on_postgres_and_redis(tmp_path: Path) -> None:
     prefix = unique_prefix()
+    urls = ["--postgres-url", POSTGRES_URL, "--redis-url", REDIS_URL, "--prefix", prefix]
     try:
-        out = _demo(tmp_path, "--postgres-url", POSTGRES_URL, "--prefix", prefix)
-        assert "durable tier: postgres" in out
+        out = _demo(tmp_path, *urls)
+        assert "durable tier: postgres" in out and "+ redis" in out
         assert "published=['ticket-1']" in out
-        again = _demo(tmp_path, "--postgres-url", POSTGRES_URL, "--prefix", prefix)
+        again = _demo(tmp_path, *urls)
         assert "published=['ticket-1', 'ticket-2']" in again
+        on_postgres_alone = _demo(tmp_path, *urls[:2], *urls[4:])
+        assert "published=['ticket-1', 'ticket-2', 'ticket-3']" in on_postgres_alone
         assert not (tmp_path / "langgraph_state.db").exists()
     finally:
         asyncio.run(drop_prefixed_tables(POSTGRES_URL, prefix))
+        asyncio.run(drop_prefixed_keys(REDIS_URL, prefix))
 
 
 EXAMPLES = sorted(p.name for p in (Path(__file__).parent.parent / "examples").glob("*.py"))
