@@ -1,9 +1,9 @@
 """Group commit: concurrent writes share one transaction and one round trip.
 
-A write that finds a free flush slot goes out at once (after letting writes submitted in the
-same event-loop turn join it), so a lone writer waits for nothing. Writes that arrive while every
-slot is busy queue up and leave together in the next flush: under load, many graph steps of
-many threads commit in one statement instead of one each. Every caller still learns the outcome
+A write that finds a free flush slot and no queue goes out at once, from its caller's own task,
+so a lone writer waits for nothing. Writes that arrive while every slot is busy queue up and
+leave together in the next flush: under load, many graph steps of many threads commit in one
+statement instead of one each. Every caller still learns the outcome
 of its own write: a flush that fails is replayed write by write, so one bad write fails alone.
 """
 
@@ -36,6 +36,13 @@ class Batch:
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
     writes: list[WritesOp] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, op: Op) -> Batch:
+        """A batch of one write."""
+        batch = cls()
+        batch.add(op)
+        return batch
+
     def add(self, op: Op) -> None:
         if isinstance(op, WritesOp):
             self.writes.append(op)
@@ -67,6 +74,16 @@ class GroupCommitter:
 
     async def submit(self, op: Op) -> None:
         """Write ``op`` durably; returns once its batch committed (raises what it raised)."""
+        if not self._queue and self._inflight < self.max_inflight:
+            self._inflight += 1
+            self.flushes += 1
+            self.ops += 1
+            try:
+                await self._flush(Batch.of(op))
+            finally:
+                self._inflight -= 1
+                self._schedule()
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((op, future))
         self._schedule()
@@ -110,10 +127,8 @@ class GroupCommitter:
             self._schedule()
 
     async def _alone(self, op: Op, future: asyncio.Future[None]) -> None:
-        batch = Batch()
-        batch.add(op)
         try:
-            await self._flush(batch)
+            await self._flush(Batch.of(op))
         except BaseException as exc:
             _settle(future, exc)
         else:

@@ -9,9 +9,10 @@ use the "C" collation so that the database orders ids exactly as Python does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -118,46 +119,78 @@ ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, applied_at = now()
 # Serializes migrations across replicas starting at once (released at commit).
 MIGRATION_LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
 
-# Plain (unfenced) writes, group-committed: every checkpoint, value and pending write of a
+# Plain (unfenced) writes, group-committed: all checkpoints, values and pending writes of a
 # batch in one statement, so one transaction and one round trip, however many graph steps of
-# however many threads it carries. Parameters are column arrays ($1-$6 values, $7-$15 writes,
-# $16-$26 checkpoints); the caller sends each key once. Repeating a batch (a retry after a lost
-# reply) changes nothing: values and checkpoints never change once stored, regular writes keep
-# their first value and special ones (negative idx: error, interrupt, resume, scheduled) their
-# latest. Threads once written under a lease have `heads` rows; plain writes move them too, so
-# the next fenced write compares its parent against the real head.
-WRITE_BATCH_SQL = """
-WITH new_blobs AS (
+# however many threads it carries. Parameters are column arrays; the caller sends each key
+# once. Repeating a batch (a retry after a lost reply) changes nothing: values and checkpoints
+# never change once stored, regular writes keep their first value and special ones (negative
+# idx: error, interrupt, resume, scheduled) their latest. Threads once written under a lease
+# have `heads` rows; plain writes move them too, so the next fenced write compares its parent
+# against the real head. A batch with only writes, or only checkpoints, uses a statement with
+# just those parts: the empty parts are not free to plan and run.
+_BATCH_BLOBS = """new_blobs AS (
     INSERT INTO {p}blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-        $6::bytea[])
+    SELECT * FROM unnest($B1::text[], $B2::text[], $B3::text[], $B4::text[], $B5::text[],
+        $B6::bytea[])
     ON CONFLICT DO NOTHING
-), new_writes AS (
+)"""
+_BATCH_WRITES = """new_writes AS (
     INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,
         channel, type, blob)
-    SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-        $12::int[], $13::text[], $14::text[], $15::bytea[])
+    SELECT * FROM unnest($W1::text[], $W2::text[], $W3::text[], $W4::text[], $W5::text[],
+        $W6::int[], $W7::text[], $W8::text[], $W9::bytea[])
     ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
         SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob,
             task_path = EXCLUDED.task_path
         WHERE {p}writes.idx < 0
-), moved_heads AS (
+)"""
+_BATCH_HEADS = """moved_heads AS (
     UPDATE {p}heads h SET checkpoint_id = n.checkpoint_id
     FROM (
         SELECT thread_id, checkpoint_ns, max(checkpoint_id) AS checkpoint_id
-        FROM unnest($16::text[], $17::text[], $18::text[])
+        FROM unnest($C1::text[], $C2::text[], $C3::text[])
             AS u(thread_id, checkpoint_ns, checkpoint_id)
         GROUP BY thread_id, checkpoint_ns
     ) n
     WHERE h.thread_id = n.thread_id AND h.checkpoint_ns = n.checkpoint_ns
         AND h.checkpoint_id < n.checkpoint_id
-)
-INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
-    run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions)
-SELECT * FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
-    $21::text[], $22::bytea[], $23::text[], $24::bytea[], $25::jsonb[], $26::jsonb[])
-ON CONFLICT DO NOTHING
-"""
+)"""
+_BATCH_CHECKPOINTS = """new_checkpoints AS (
+    INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+        run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions)
+    SELECT * FROM unnest($C1::text[], $C2::text[], $C3::text[], $C4::text[], $C5::text[],
+        $C6::text[], $C7::bytea[], $C8::text[], $C9::bytea[], $C10::jsonb[], $C11::jsonb[])
+    ON CONFLICT DO NOTHING
+)"""
+
+
+def _batch_sql(*, checkpoints: bool, writes: bool) -> str:
+    """The group-commit statement for a batch holding checkpoints and/or writes.
+
+    Parameters come in this order: values (6 arrays) and checkpoints (11) when there are
+    checkpoints, then writes (9) when there are writes.
+    """
+    parts: list[tuple[str, str, int]] = []  # (CTE, placeholder letter, width)
+    if checkpoints:
+        parts += [(_BATCH_BLOBS, "B", 6), (_BATCH_HEADS + ", " + _BATCH_CHECKPOINTS, "C", 11)]
+    if writes:
+        parts.append((_BATCH_WRITES, "W", 9))
+    ctes, first = [], 1
+    for cte, letter, width in parts:
+        for i in range(width, 0, -1):  # longest first: $C11 before $C1
+            cte = cte.replace(f"${letter}{i}:", f"${first + i - 1}:")
+        ctes.append(cte)
+        first += width
+    return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
+
+
+WRITE_BATCH_SQL = {
+    (c, w): _batch_sql(checkpoints=c, writes=w)
+    for c in (True, False)
+    for w in (True, False)
+    if c or w
+}
+"""The three shapes of the group-commit statement, by (has checkpoints, has writes)."""
 
 # Pieces of the fenced (single-record) writes: each row is written only if the fence and, for
 # a checkpoint, the head check hold.
@@ -494,12 +527,15 @@ class PostgresStore:
 
     def __init__(self, settings: PostgresSettings, *, prefix: str) -> None:
         self.settings = settings
-        # Leave connections for reads while batches of writes are in flight.
-        self.write_parallelism = max(1, min(4, settings.max_size - 1))
+        # Group-committed writes run on their own connections (taking a pool connection costs
+        # more than a small statement); the rest of max_size serves reads and fenced writes.
+        self.write_parallelism = min(4, max(1, settings.max_size // 3))
+        self._writers: asyncio.Queue[asyncpg.Connection | None] | None = None
+        self._writer_conns: list[asyncpg.Connection] = []
         self.prefix = prefix
         self.pool: asyncpg.Pool | None = None
         p = prefix
-        self._write_batch = WRITE_BATCH_SQL.format(p=p)
+        self._write_batch = {k: v.format(p=p) for k, v in WRITE_BATCH_SQL.items()}
         self._put_checkpoint_fenced = PUT_CHECKPOINT_FENCED_SQL.format(p=p)
         self._put_writes_fenced = PUT_WRITES_FENCED_SQL.format(p=p)
         self._get = GET_CHECKPOINT_SQL.format(p=p)
@@ -520,11 +556,12 @@ class PostgresStore:
     async def open(self) -> None:
         s = self.settings
         try:
+            readers = max(1, s.max_size - self.write_parallelism)
             pool = await asyncio.wait_for(
                 asyncpg.create_pool(
                     dsn=s.url,
-                    min_size=s.min_size,
-                    max_size=s.max_size,
+                    min_size=min(s.min_size, readers),
+                    max_size=readers,
                     timeout=s.connect_timeout_s,
                     command_timeout=s.command_timeout_s,
                     statement_cache_size=0 if s.pgbouncer else 256,
@@ -535,6 +572,9 @@ class PostgresStore:
             )
             self.pool = pool
             await pool.fetchval("SELECT 1", timeout=s.connect_timeout_s)
+            self._writers = asyncio.Queue()
+            for _ in range(self.write_parallelism):
+                self._writers.put_nowait(None)  # connected on first use
         except Exception as exc:
             if self.pool is not None:
                 self.pool.terminate()
@@ -543,7 +583,51 @@ class PostgresStore:
                 self.tier, f"cannot connect to {redact(s.url)}: {exc!r}"
             ) from exc
 
+    async def _connect(self) -> asyncpg.Connection:
+        s = self.settings
+        return await asyncpg.connect(
+            dsn=s.url,
+            timeout=s.connect_timeout_s,
+            command_timeout=s.command_timeout_s,
+            statement_cache_size=0 if s.pgbouncer else 256,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _writer(self) -> AsyncIterator[asyncpg.Connection]:
+        """One of the group-commit connections; a broken one is replaced on next use."""
+        writers = self._writers
+        if writers is None:
+            raise TierUnavailableError(self.tier, "the store is closed (enter the saver first)")
+        conn = await writers.get()
+        try:
+            if conn is None or conn.is_closed():
+                conn = None
+                conn = await self._connect()
+                self._writer_conns.append(conn)
+            yield conn
+        except BaseException as exc:
+            if conn is not None and (
+                self.is_transient(exc) or isinstance(exc, asyncio.CancelledError)
+            ):
+                conn.terminate()
+                self._writer_conns.remove(conn)
+                conn = None
+            raise
+        finally:
+            writers.put_nowait(conn)
+
+    def writer_connections(self) -> list[asyncpg.Connection]:
+        """The open group-commit connections (for tests and diagnostics)."""
+        return list(self._writer_conns)
+
     async def close(self) -> None:
+        self._writers = None
+        conns, self._writer_conns = self._writer_conns, []
+        for conn in conns:
+            try:
+                await asyncio.wait_for(conn.close(), timeout=self.settings.connect_timeout_s)
+            except (TimeoutError, OSError):
+                conn.terminate()
         pool, self.pool = self.pool, None
         if pool is not None:
             try:
@@ -588,25 +672,28 @@ class PostgresStore:
     # ---------------------------------------------------------------- writes
 
     async def write_batch(self, batch: Batch) -> None:
-        blobs = blob_rows(batch)
-        writes = write_rows(batch)
-        cps = checkpoint_records(batch)
-        await self._pool().execute(
-            self._write_batch,
-            *_columns(blobs, 6),
-            *_columns(writes, 9),
-            [c.thread_id for c in cps],
-            [c.checkpoint_ns for c in cps],
-            [c.checkpoint_id for c in cps],
-            [c.parent_id for c in cps],
-            [c.run_key for c in cps],
-            [c.body[0] for c in cps],
-            [c.body[1] for c in cps],
-            [c.metadata[0] for c in cps],
-            [c.metadata[1] for c in cps],
-            [c.metadata_json for c in cps],
-            [json.dumps(c.channel_versions) for c in cps],
-        )
+        args: list[list[Any]] = []
+        if batch.checkpoints:
+            cps = checkpoint_records(batch)
+            args += _columns(blob_rows(batch), 6)
+            args += [
+                [c.thread_id for c in cps],
+                [c.checkpoint_ns for c in cps],
+                [c.checkpoint_id for c in cps],
+                [c.parent_id for c in cps],
+                [c.run_key for c in cps],
+                [c.body[0] for c in cps],
+                [c.body[1] for c in cps],
+                [c.metadata[0] for c in cps],
+                [c.metadata[1] for c in cps],
+                [c.metadata_json for c in cps],
+                [json.dumps(c.channel_versions) for c in cps],
+            ]
+        if batch.writes:
+            args += _columns(write_rows(batch), 9)
+        sql = self._write_batch[(bool(batch.checkpoints), bool(batch.writes))]
+        async with self._writer() as conn:
+            await conn.execute(sql, *args)
 
     async def put_checkpoint(self, record: CheckpointRecord) -> None:
         if record.epoch is None:

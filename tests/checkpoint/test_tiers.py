@@ -88,17 +88,20 @@ async def test_round_trips_of_a_warm_head_read_and_of_a_put(
         redis_url=redis_server.url,
         prefix=prefix,
         pool_min_size=1,
-        pool_max_size=1,
+        pool_max_size=2,
         redis_repair_interval_s=3600,
     ) as saver:
-        pg: list[str] = []
-        async with saver.store.pool.acquire() as conn:  # type: ignore[attr-defined]
-            conn.add_query_logger(lambda record: pg.append(record.query))
         config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
         # warm up: statements prepared, scripts loaded, caches filled
         first = await saver.aput(config, _cp(1), {}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
         await saver.aput_writes(first, [("a", 5)], "task")
         assert await saver.aget_tuple(config) is not None  # type: ignore[arg-type]
+        pg: list[str] = []
+        connections = saver.store.writer_connections()  # type: ignore[attr-defined]
+        async with saver.store.pool.acquire() as conn:  # type: ignore[attr-defined]
+            conn.add_query_logger(lambda record: pg.append(record.query))
+        for conn in connections:
+            conn.add_query_logger(lambda record: pg.append(record.query))
 
         async with RedisRequests(redis_server.url) as requests:
             await asyncio.sleep(0.1)

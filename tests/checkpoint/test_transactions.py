@@ -3,6 +3,7 @@ and repeating one, as a retry after a lost reply would, changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -36,21 +37,29 @@ async def test_repeated_put_and_put_writes_change_nothing(saver: ResilientSaver)
 
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_put_and_put_writes_are_one_statement_each(make_saver: SaverFactory) -> None:
-    """Counted on the wire: the pool's only connection logs every query it sends."""
-    saver = await make_saver(pool_min_size=1, pool_max_size=1)
-    pool = saver.store.pool  # type: ignore[attr-defined]
-    statements: list[str] = []
+    """Counted on the wire: every connection of the saver logs each query it sends."""
+    saver = await make_saver(pool_min_size=1, pool_max_size=2)
+    store = saver.store
     config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
-    async with pool.acquire() as conn:
-        conn.add_query_logger(lambda record: statements.append(record.query))
     # the first use of a statement prepares it and looks up its types: not counted
     warm = await saver.aput(config, _cp(0), {}, {"a": "0", "b": "0"})  # type: ignore[arg-type]
     await saver.aput_writes(warm, [("a", 0)], "warm")
     await saver.aget_tuple(config)  # type: ignore[arg-type]
-    statements.clear()
+
+    statements: list[str] = []
+    connections = store.writer_connections()  # type: ignore[attr-defined]
+    assert len(connections) == 1, "one group-commit connection (and one pool connection)"
+    async with store.pool.acquire() as conn:  # type: ignore[attr-defined]
+        conn.add_query_logger(lambda record: statements.append(record.query))
+    for conn in connections:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
     stored = await saver.aput(config, _cp(1), {}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)  # asyncpg calls query loggers on the next loop turn
     assert len(statements) == 1 and "INSERT INTO" in statements[0]
     await saver.aput_writes(stored, [("a", 1), ("b", 2), ("__error__", "x")], "task")
+    await asyncio.sleep(0.01)
     assert len(statements) == 2
     await saver.aget_tuple(config)  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
     assert len(statements) == 3
