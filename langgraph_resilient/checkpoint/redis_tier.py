@@ -82,11 +82,17 @@ return {gen, cid, writes, rec[1], rec[2], channels, values}
 
 # Cache a checkpoint after the durable tier stored it (or after a read from it): the record, its
 # values, the completeness mark of its writes (plus, for a refill, the writes themselves, never
-# replacing newer ones), and the head if this checkpoint is newer. ARGV[8] = expected generation
-# ('' = current): a refill read before a delete must not resurrect the thread. Returns the gen.
+# replacing newer ones), and the head if this checkpoint is newer. ARGV[7] is the mode: 'fill'
+# (an explicit-id read), 'fill-head' (a head read), 'publish' (a write). ARGV[8] is the
+# generation the caller saw ('' = any). On a mismatch a thread was deleted or repaired since:
+# a fill just gives up; a publish also bumps the generation, because the entry it would have
+# replaced may now be older than what it just wrote. Returns the generation, or nil.
 PUT_LUA = """
 local gen = redis.call('GET', KEYS[1]) or '0'
-if ARGV[8] ~= '' and ARGV[8] ~= gen then return false end
+if ARGV[8] ~= '' and ARGV[8] ~= gen then
+  if ARGV[7] == 'publish' then redis.call('INCR', KEYS[1]) end
+  return false
+end
 local base = ARGV[1] .. gen .. ':'
 local ns, cid, ttl = ARGV[2], ARGV[3], tonumber(ARGV[6])
 local ckey = base .. 'c:' .. ns .. ':' .. cid
@@ -106,7 +112,7 @@ while i <= #ARGV do
 end
 redis.call('HSET', wkey, '_', '1')
 redis.call('EXPIRE', wkey, ttl)
-if ARGV[7] == '1' then
+if ARGV[7] ~= 'fill' then
   local hkey = base .. 'h'
   local cur = redis.call('HGET', hkey, ns)
   if (not cur) or cur < cid then redis.call('HSET', hkey, ns, cid) end
@@ -351,7 +357,7 @@ class RedisTier:
 
     async def read(self, thread_id: str, ns: str, checkpoint_id: str | None) -> Lookup:
         """A checkpoint from L1 + Redis in one round trip, or a miss (``row`` is None)."""
-        known_gen = self.cache.get(("g", thread_id)) or ""
+        known_gen = self._gen_seen(thread_id)
         if checkpoint_id is None:
             known_id = self.cache.get(("h", thread_id, ns)) or ""
         else:
@@ -423,6 +429,11 @@ class RedisTier:
         )
         return Lookup(row, gen)
 
+    def _gen_seen(self, thread_id: str) -> str:
+        """The thread's generation as this replica last saw it ('' when it never did)."""
+        seen: str | None = self.cache.get(("g", thread_id))
+        return seen or ""
+
     def _remember_record(
         self, thread_id: str, gen: str, ns: str, cid: str, record: CachedRecord
     ) -> None:
@@ -440,7 +451,7 @@ class RedisTier:
         blobs: Sequence[tuple[str, str, str, bytes | None]],
         writes: Sequence[WriteRecord],
         *,
-        advance_head: bool,
+        mode: str,
         expected_gen: str,
     ) -> list[Any]:
         args: list[Any] = [
@@ -450,7 +461,7 @@ class RedisTier:
             _pack([record.parent_id, *record.body, *record.metadata]),
             json.dumps(record.versions),
             self.settings.key_ttl_s,
-            "1" if advance_head else "0",
+            mode,
             expected_gen,
             len(blobs),
         ]
@@ -471,10 +482,13 @@ class RedisTier:
         *,
         advance_head: bool,
     ) -> None:
-        """Fill L1 with what a PUT script stored (``reply``: the generation, or nil)."""
+        """Fill L1 with what a PUT script stored (``reply``: the generation, or nil when the
+        generation moved: then forget the one we knew, the next write publishes afresh)."""
         if reply is None:
+            self.cache.put(("g", thread_id), "", 16)
             return
         gen = reply.decode()
+        self.cache.put(("g", thread_id), gen, 16)
         self._remember_record(thread_id, gen, ns, cid, record)
         for channel, version, typ, data in blobs:
             value = data or b""
@@ -502,7 +516,7 @@ class RedisTier:
         cached, blobs = self._published(record)
         tid, ns, cid = record.thread_id, record.checkpoint_ns, record.checkpoint_id
         args = self._record_args(
-            tid, ns, cid, cached, blobs, (), advance_head=True, expected_gen=""
+            tid, ns, cid, cached, blobs, (), mode="publish", expected_gen=self._gen_seen(tid)
         )
         try:
             reply = await self._call(lambda: self._put(keys=[self._gen_key(tid)], args=args))
@@ -552,7 +566,7 @@ class RedisTier:
         for cp, cached, blobs in published:
             tid, ns, cid = cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id
             args = self._record_args(
-                tid, ns, cid, cached, blobs, (), advance_head=True, expected_gen=""
+                tid, ns, cid, cached, blobs, (), mode="publish", expected_gen=self._gen_seen(tid)
             )
             calls.append((self._put, self._gen_key(tid), args))
         for op in batch.writes:
@@ -591,7 +605,14 @@ class RedisTier:
         blobs += [(ch, v, EMPTY_BLOB_TYPE, None) for ch, v in versions.items() if ch not in present]
         tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
         args = self._record_args(
-            tid, ns, cid, record, blobs, row.writes, advance_head=head, expected_gen=gen
+            tid,
+            ns,
+            cid,
+            record,
+            blobs,
+            row.writes,
+            mode="fill-head" if head else "fill",
+            expected_gen=gen,
         )
         try:
             reply = await self._call(lambda: self._put(keys=[self._gen_key(tid)], args=args))

@@ -14,6 +14,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import START, StateGraph
 
 from langgraph_resilient import ResilientSaver
+from langgraph_resilient.checkpoint.batcher import Batch
 from tests.conftest import POSTGRES_URL, drop_prefixed_tables, unique_prefix
 from tests.servers import RedisServer
 
@@ -269,3 +270,31 @@ async def test_redis_frozen_mid_run_no_invocation_fails_and_no_stale_head(
         assert not saver._tier.breaker.is_open, "Redis is used again"
         expected = [x for turn in range(8) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
         assert await _final_states(other_graph, 2) == [expected] * 2
+
+
+async def test_a_delete_between_commit_and_publish_does_not_resurrect_the_thread(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """Replica A commits a checkpoint, replica B deletes the thread, then A publishes to Redis
+    (the order a slow network can produce): B must not be served A's deleted checkpoint."""
+    kwargs = {"postgres_url": POSTGRES_URL, "redis_url": redis_server.url, "prefix": prefix}
+    async with (
+        ResilientSaver.from_urls(**kwargs) as a,  # type: ignore[arg-type]
+        ResilientSaver.from_urls(**kwargs) as b,  # type: ignore[arg-type]
+    ):
+        config = {"configurable": {"thread_id": "race", "checkpoint_ns": ""}}
+        first = await a.aput(config, _cp(1), {}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
+        assert await a.aget_tuple(config) is not None  # type: ignore[arg-type]
+        assert await b.aget_tuple(config) is not None  # type: ignore[arg-type]
+
+        cp2 = _cp(2)
+        cp2["channel_values"] = {"a": 2}
+        cp2["channel_versions"] = {"a": "2"}  # everything it needs is in what A publishes
+        late = a._checkpoint_record(first, cp2, {}, {"a": "2"})  # type: ignore[arg-type]
+        await a.store.write_batch(Batch.of(late))  # committed, not yet published
+        await b.adelete_thread("race")
+        assert a._tier is not None
+        await a._tier.after_put(late)  # the publish arrives after the delete
+
+        assert await b.aget_tuple(config) is None  # type: ignore[arg-type]
+        assert await a.aget_tuple(config) is None  # type: ignore[arg-type]
