@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from langgraph_resilient.checkpoint.records import CheckpointRecord, WriteRecord
+from langgraph_resilient.observability import metrics
 
 
 @dataclass(slots=True)
@@ -78,6 +79,7 @@ class GroupCommitter:
             self._inflight += 1
             self.flushes += 1
             self.ops += 1
+            metrics.CHECKPOINT_BATCH_SIZE.observe(1)
             try:
                 await self._flush(Batch.of(op))
             finally:
@@ -110,6 +112,7 @@ class GroupCommitter:
                 batch.add(op)
             self.flushes += 1
             self.ops += len(taken)
+            metrics.CHECKPOINT_BATCH_SIZE.observe(len(taken))
             try:
                 await self._flush(batch)
             except BaseException as exc:

@@ -44,6 +44,7 @@ from langgraph_resilient.checkpoint.records import (
 )
 from langgraph_resilient.checkpoint.redis_conn import RedisSettings
 from langgraph_resilient.checkpoint.store import DurableStore
+from langgraph_resilient.observability import metrics
 
 log = logging.getLogger("langgraph_resilient.redis")
 T = TypeVar("T")
@@ -272,16 +273,20 @@ class RedisTier:
 
     # ---------------------------------------------------------------- breaker
 
-    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, name: str, op: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis round trip under the breaker and a hard time limit."""
         if self.breaker.is_open:
             if not self.breaker.probe_due() or self._recovering.locked():
                 raise RedisUnavailable("breaker open")
             await self._recover()
         try:
-            result = await asyncio.wait_for(op(), timeout=self.settings.socket_timeout_s * 2)
+            with metrics.timed_op(name, "redis"):
+                async with asyncio.timeout(self.settings.socket_timeout_s * 2):
+                    result = await op()
         except (RedisError, OSError, TimeoutError) as exc:
+            metrics.CHECKPOINT_REDIS_FAILURES.inc()
             if self.breaker.failure():
+                metrics.CHECKPOINT_REDIS_AVAILABLE.set(0)
                 log.warning("Redis tier unavailable, using the durable tier alone: %r", exc)
             raise RedisUnavailable(repr(exc)) from exc
         self.breaker.success()
@@ -300,6 +305,7 @@ class RedisTier:
                 self.breaker.failure()
                 raise RedisUnavailable(f"recovery failed: {exc!r}") from exc
             self.breaker.success()
+            metrics.CHECKPOINT_REDIS_AVAILABLE.set(1)
             log.warning("Redis tier is back; dirty threads repaired")
 
     async def _repair_dirty(self) -> int:
@@ -320,6 +326,7 @@ class RedisTier:
 
     async def mark_dirty(self, thread_ids: Sequence[str]) -> None:
         """Record threads written without Redis (their cached entries may be stale)."""
+        metrics.CHECKPOINT_DIRTY_THREADS.inc(len(thread_ids))
         try:
             await self.store.mark_dirty(list(thread_ids))
         except Exception:
@@ -366,10 +373,11 @@ class RedisTier:
             known_id = ""
         try:
             reply = await self._call(
+                "read",
                 lambda: self._read(
                     keys=[self._gen_key(thread_id)],
                     args=[self._base(thread_id), ns, checkpoint_id or "", known_id, known_gen],
-                )
+                ),
             )
         except RedisUnavailable:
             return Lookup(None, None)
@@ -519,7 +527,9 @@ class RedisTier:
             tid, ns, cid, cached, blobs, (), mode="publish", expected_gen=self._gen_seen(tid)
         )
         try:
-            reply = await self._call(lambda: self._put(keys=[self._gen_key(tid)], args=args))
+            reply = await self._call(
+                "publish", lambda: self._put(keys=[self._gen_key(tid)], args=args)
+            )
         except RedisUnavailable:
             await self.mark_dirty([tid])
             return
@@ -531,7 +541,9 @@ class RedisTier:
         """Publish writes the durable tier acknowledged."""
         args = self._writes_args(thread_id, ns, cid, writes)
         try:
-            await self._call(lambda: self._writes(keys=[self._gen_key(thread_id)], args=args))
+            await self._call(
+                "publish_writes", lambda: self._writes(keys=[self._gen_key(thread_id)], args=args)
+            )
         except RedisUnavailable:
             await self.mark_dirty([thread_id])
 
@@ -577,7 +589,7 @@ class RedisTier:
             return await self._evalsha_pipeline(calls)
 
         try:
-            replies = await self._call(send)
+            replies = await self._call("publish_batch", send)
         except RedisUnavailable:
             threads = {cp.thread_id for cp in batch.checkpoints}
             threads |= {op.thread_id for op in batch.writes}
@@ -615,7 +627,9 @@ class RedisTier:
             expected_gen=gen,
         )
         try:
-            reply = await self._call(lambda: self._put(keys=[self._gen_key(tid)], args=args))
+            reply = await self._call(
+                "fill", lambda: self._put(keys=[self._gen_key(tid)], args=args)
+            )
         except RedisUnavailable:
             return
         self._remember(tid, reply, ns, cid, record, blobs, advance_head=head)
@@ -638,6 +652,6 @@ class RedisTier:
             return list(await pipe.execute())
 
         try:
-            await self._call(bump)
+            await self._call("invalidate", bump)
         except RedisUnavailable:
             await self.mark_dirty(thread_ids)

@@ -67,6 +67,7 @@ from langgraph_resilient.errors import (
     DurableWriteError,
     TierUnavailableError,
 )
+from langgraph_resilient.observability import metrics
 
 T = TypeVar("T")
 
@@ -348,7 +349,8 @@ class ResilientSaver(
         while True:
             attempt += 1
             try:
-                return await call()
+                with metrics.timed_op(op, self.store.tier):
+                    return await call()
             except Exception as exc:
                 if not self.store.is_transient(exc):
                     raise
@@ -458,7 +460,9 @@ class ResilientSaver(
         if tier is not None:
             lookup = await tier.read(loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id)
             if lookup.row is not None:
+                metrics.CHECKPOINT_CACHE_READS.labels("hit").inc()
                 return lookup.row
+            metrics.CHECKPOINT_CACHE_READS.labels("miss").inc()
         row = await self._with_retry(
             "get_tuple",
             lambda: self.store.get_checkpoint(loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id),

@@ -1,0 +1,129 @@
+"""Prometheus metrics and OpenTelemetry spans for the saver and the node middleware.
+
+Saver metrics are recorded always (a counter increment or histogram observation costs about a
+microsecond) in prometheus-client's default registry; expose them with
+``prometheus_client.start_http_server(port)`` or your framework's ``/metrics`` handler. Node
+middleware metrics come from the :class:`EventBus`: call :func:`install_node_metrics` once.
+Spans use OpenTelemetry's API: without an SDK configured they are no-ops.
+
+Every metric name starts with ``langgraph_``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from opentelemetry import trace
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from langgraph_resilient.observability.events import EventBus, EventKind, ResilienceEvent
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+
+tracer = trace.get_tracer("langgraph_resilient")
+
+CHECKPOINT_OP_SECONDS = Histogram(
+    "langgraph_checkpoint_op_seconds",
+    "Latency of a saver operation against one tier, by outcome (ok or error).",
+    ["op", "tier", "outcome"],
+    buckets=_LATENCY_BUCKETS,
+)
+CHECKPOINT_CACHE_READS = Counter(
+    "langgraph_checkpoint_cache_reads_total",
+    "Checkpoint reads served by the cache tiers (hit) or sent to the durable tier (miss).",
+    ["result"],
+)
+CHECKPOINT_REDIS_AVAILABLE = Gauge(
+    "langgraph_checkpoint_redis_available",
+    "1 while the saver uses Redis, 0 while its breaker has it working without Redis.",
+)
+CHECKPOINT_REDIS_FAILURES = Counter(
+    "langgraph_checkpoint_redis_failures_total",
+    "Redis calls of the saver that failed or timed out (each counts toward its breaker).",
+)
+CHECKPOINT_DIRTY_THREADS = Counter(
+    "langgraph_checkpoint_dirty_threads_total",
+    "Threads written while Redis was unreachable (their cache entries get repaired).",
+)
+CHECKPOINT_BATCH_SIZE = Histogram(
+    "langgraph_checkpoint_group_commit_batch_size",
+    "Writes (puts and put_writes) committed together by one group-commit flush.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+
+@contextmanager
+def timed_op(op: str, tier: str) -> Iterator[None]:
+    """Time one operation against one tier (histogram and span)."""
+    started = time.perf_counter()
+    outcome = "error"
+    with tracer.start_as_current_span(f"checkpoint.{op}", attributes={"tier": tier}):
+        try:
+            yield
+            outcome = "ok"
+        finally:
+            CHECKPOINT_OP_SECONDS.labels(op, tier, outcome).observe(time.perf_counter() - started)
+
+
+def install_node_metrics(
+    bus: EventBus | None = None, registry: CollectorRegistry | None = None
+) -> Callable[[], None]:
+    """Count node middleware events as Prometheus metrics; returns an uninstall function.
+
+    Metrics: ``langgraph_node_calls_total{node,outcome}``, ``langgraph_node_call_seconds``,
+    ``langgraph_node_retries_total{node}``, ``langgraph_node_timeouts_total{node}``,
+    ``langgraph_node_rejections_total{node,reason}``, ``langgraph_breaker_state{breaker}``
+    (0 closed, 1 half-open, 2 open or forced open), ``langgraph_degradation_level`` (the
+    ``ServiceLevel``: 0 minimal, 1 degraded, 2 full).
+    """
+    reg = registry if registry is not None else REGISTRY
+    calls = Counter(
+        "langgraph_node_calls_total", "Guarded node calls.", ["node", "outcome"], registry=reg
+    )
+    seconds = Histogram(
+        "langgraph_node_call_seconds",
+        "Guarded node call latency (all attempts).",
+        ["node"],
+        buckets=_LATENCY_BUCKETS,
+        registry=reg,
+    )
+    retries = Counter("langgraph_node_retries_total", "Retried attempts.", ["node"], registry=reg)
+    timeouts = Counter(
+        "langgraph_node_timeouts_total", "Timed-out attempts.", ["node"], registry=reg
+    )
+    rejections = Counter(
+        "langgraph_node_rejections_total",
+        "Calls rejected by a breaker, a bulkhead or the retry budget.",
+        ["node", "reason"],
+        registry=reg,
+    )
+    breaker_state = Gauge(
+        "langgraph_breaker_state", "0 closed, 1 half-open, 2 open.", ["breaker"], registry=reg
+    )
+    level = Gauge("langgraph_degradation_level", "0 minimal, 1 degraded, 2 full.", registry=reg)
+    states = {"closed": 0, "half_open": 1, "open": 2, "forced_open": 2}
+
+    def on_event(event: ResilienceEvent) -> None:
+        detail = event.detail
+        kind = event.kind
+        if kind is EventKind.CALL:
+            calls.labels(event.source, str(detail.get("outcome"))).inc()
+            seconds.labels(event.source).observe(float(detail.get("duration_s", 0.0)))
+        elif kind is EventKind.RETRY:
+            retries.labels(event.source).inc()
+        elif kind is EventKind.TIMEOUT:
+            timeouts.labels(event.source).inc()
+        elif kind is EventKind.BREAKER_REJECTED:
+            rejections.labels(str(detail.get("node", event.source)), "breaker").inc()
+        elif kind is EventKind.BULKHEAD_REJECTED:
+            rejections.labels(event.source, "bulkhead").inc()
+        elif kind is EventKind.RETRY_BUDGET_EXHAUSTED:
+            rejections.labels(str(detail.get("node", event.source)), "retry_budget").inc()
+        elif kind is EventKind.BREAKER_STATE:
+            breaker_state.labels(event.source).set(states.get(str(detail.get("new")), -1))
+        elif kind is EventKind.DEGRADATION_LEVEL:
+            level.set(int(detail.get("new", -1)))
+
+    return (bus or EventBus.default()).subscribe(on_event)

@@ -1,0 +1,55 @@
+"""Metrics: saver operations, cache hits, Redis availability and node middleware events."""
+
+from __future__ import annotations
+
+from langgraph.checkpoint.base import empty_checkpoint
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from langgraph_resilient import EventBus, EventKind, ResilientSaver
+from langgraph_resilient.observability.metrics import install_node_metrics
+from tests.conftest import SaverFactory
+
+
+def _value(name: str, labels: dict[str, str], registry: CollectorRegistry = REGISTRY) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_saver_operations_and_cache_reads_are_counted(make_saver: SaverFactory) -> None:
+    saver: ResilientSaver = await make_saver()
+    tier = saver.store.tier
+    config = {"configurable": {"thread_id": "m", "checkpoint_ns": ""}}
+    ops_before = _value(
+        "langgraph_checkpoint_op_seconds_count", {"op": "get_tuple", "tier": tier, "outcome": "ok"}
+    )
+    await saver.aget_tuple(config)  # type: ignore[arg-type]
+    ops_after = _value(
+        "langgraph_checkpoint_op_seconds_count", {"op": "get_tuple", "tier": tier, "outcome": "ok"}
+    )
+    assert ops_after == ops_before + 1
+
+
+def test_node_events_become_metrics() -> None:
+    registry = CollectorRegistry()
+    bus = EventBus()
+    uninstall = install_node_metrics(bus, registry)
+    bus.publish(EventKind.CALL, "llm", outcome="success", duration_s=0.2)
+    bus.publish(EventKind.RETRY, "llm", attempt=1)
+    bus.publish(EventKind.BREAKER_STATE, "llm", old="closed", new="open")
+    uninstall()
+    bus.publish(EventKind.RETRY, "llm", attempt=2)
+    assert (
+        _value("langgraph_node_calls_total", {"node": "llm", "outcome": "success"}, registry) == 1
+    )
+    assert _value("langgraph_node_retries_total", {"node": "llm"}, registry) == 1
+    assert _value("langgraph_breaker_state", {"breaker": "llm"}, registry) == 2
+
+
+async def test_tier_hits_are_counted(make_saver: SaverFactory, backend: str) -> None:
+    saver: ResilientSaver = await make_saver()
+    config = {"configurable": {"thread_id": "hits", "checkpoint_ns": ""}}
+    cp = dict(empty_checkpoint())
+    await saver.aput(config, cp, {}, {})  # type: ignore[arg-type]
+    hits = _value("langgraph_checkpoint_cache_reads_total", {"result": "hit"})
+    await saver.aget_tuple(config)  # type: ignore[arg-type]
+    expected = hits + 1 if backend == "tiered" else hits
+    assert _value("langgraph_checkpoint_cache_reads_total", {"result": "hit"}) == expected
