@@ -48,12 +48,21 @@ def encrypts(serde: SerializerProtocol) -> bool:
     return isinstance(serde, EncryptedSerializer)
 
 
-def metadata_json(metadata: dict[str, Any]) -> str | None:
-    """Plaintext JSON of ``metadata`` for server-side filtering, or ``None`` if not JSON-able."""
+def json_text(value: Any) -> str | None:
+    """``value`` as JSON a database keeps, or ``None`` when it has no such form (non-JSON
+    values, NUL characters, lone surrogates)."""
     try:
-        return json.dumps(metadata, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError):
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return None
+    return None if "\\u0000" in text else text
+
+
+def metadata_json(metadata: dict[str, Any]) -> str | None:
+    """Plaintext JSON of ``metadata`` for server-side filtering, or ``None`` when it has none:
+    such rows are filtered client-side only."""
+    return json_text(metadata)
 
 
 def run_key(run_id: Any) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from langgraph_resilient.checkpoint import codec
 from langgraph_resilient.checkpoint.batcher import (
     Batch,
     WritesOp,
@@ -161,6 +162,7 @@ _BATCH_CHECKPOINTS = """new_checkpoints AS (
     SELECT * FROM unnest($C1::text[], $C2::text[], $C3::text[], $C4::text[], $C5::text[],
         $C6::text[], $C7::bytea[], $C8::text[], $C9::bytea[], $C10::jsonb[], $C11::jsonb[])
     ON CONFLICT DO NOTHING
+    RETURNING thread_id, checkpoint_ns, checkpoint_id
 )"""
 
 
@@ -168,7 +170,8 @@ def _batch_sql(*, checkpoints: bool, writes: bool) -> str:
     """The group-commit statement for a batch holding checkpoints and/or writes.
 
     Parameters come in this order: values (6 arrays) and checkpoints (11) when there are
-    checkpoints, then writes (9) when there are writes.
+    checkpoints, then writes (9) when there are writes. Returns the checkpoints it inserted
+    (a repeated one was already stored, maybe since changed by a prune: it is not returned).
     """
     parts: list[tuple[str, str, int]] = []  # (CTE, placeholder letter, width)
     if checkpoints:
@@ -181,7 +184,8 @@ def _batch_sql(*, checkpoints: bool, writes: bool) -> str:
             cte = cte.replace(f"${letter}{i}:", f"${first + i - 1}:")
         ctes.append(cte)
         first += width
-    return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
+    result = "SELECT * FROM new_checkpoints" if checkpoints else "SELECT 1 WHERE false"
+    return "WITH " + ",\n".join(ctes) + "\n" + result
 
 
 WRITE_BATCH_SQL = {
@@ -206,7 +210,8 @@ _INSERT_CHECKPOINT = """
         run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $14::jsonb, $15::jsonb
     WHERE EXISTS (SELECT 1 FROM advance)
-    ON CONFLICT DO NOTHING"""
+    ON CONFLICT DO NOTHING
+    RETURNING 1"""
 _INSERT_WRITES = """
     INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,
         channel, type, blob)
@@ -248,7 +253,8 @@ WITH {_FENCE.replace("{epoch}", "$16")}, advance AS (
 ), new_blobs AS ({_INSERT_BLOBS}
 ), new_checkpoint AS ({_INSERT_CHECKPOINT}
 )
-SELECT EXISTS (SELECT 1 FROM fence) AS fenced, EXISTS (SELECT 1 FROM advance) AS advanced
+SELECT EXISTS (SELECT 1 FROM fence) AS fenced, EXISTS (SELECT 1 FROM advance) AS advanced,
+    EXISTS (SELECT 1 FROM new_checkpoint) AS inserted
 """
 
 # A task's writes under a lease ($10 is its epoch): written only if the fence holds.
@@ -671,7 +677,7 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- writes
 
-    async def write_batch(self, batch: Batch) -> None:
+    async def write_batch(self, batch: Batch) -> set[tuple[str, str, str]]:
         args: list[list[Any]] = []
         if batch.checkpoints:
             cps = checkpoint_records(batch)
@@ -693,12 +699,12 @@ class PostgresStore:
             args += _columns(write_rows(batch), 9)
         sql = self._write_batch[(bool(batch.checkpoints), bool(batch.writes))]
         async with self._writer() as conn:
-            await conn.execute(sql, *args)
+            rows = await conn.fetch(sql, *args)
+        return {(r[0], r[1], r[2]) for r in rows}
 
-    async def put_checkpoint(self, record: CheckpointRecord) -> None:
+    async def put_checkpoint(self, record: CheckpointRecord) -> bool:
         if record.epoch is None:
-            await self.write_batch(Batch(checkpoints=[record]))
-            return
+            return bool(await self.write_batch(Batch(checkpoints=[record])))
         blobs = record.blobs
         args = [
             record.thread_id,
@@ -720,6 +726,7 @@ class PostgresStore:
         row = await self._pool().fetchrow(self._put_checkpoint_fenced, *args, record.epoch)
         check_fence(record.thread_id, record.epoch, row["fenced"])
         check_head(record, row["advanced"])
+        return bool(row["inserted"])
 
     async def put_writes(
         self,
@@ -778,11 +785,12 @@ class PostgresStore:
         if query.before_id is not None:
             where.append(f"c.checkpoint_id < {arg(query.before_id)}")
         for key, value in (query.metadata_filter or {}).items():
-            try:
-                encoded = json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError):
-                continue  # not expressible in JSON: the caller's exact filter decides
-            # Rows stored without plaintext metadata (encrypting serde) pass the pre-filter.
+            # Only strings are pre-filtered in SQL: JSON equality differs from Python's for
+            # None (a missing key matches), bools and numbers (1 == True == 1.0). The caller
+            # filters exactly; rows without plaintext metadata (encrypting serde) pass here.
+            encoded = codec.json_text(value) if isinstance(value, str) else None
+            if encoded is None:
+                continue
             key_arg, value_arg = arg(key), arg(encoded)
             where.append(
                 f"(c.metadata_json IS NULL OR c.metadata_json -> {key_arg} = {value_arg}::jsonb)"

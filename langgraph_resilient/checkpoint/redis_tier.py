@@ -570,9 +570,23 @@ class RedisTier:
                 await self.client.script_load(script.script)
         raise RedisError("scripts missing after reload")
 
-    async def after_batch(self, batch: Batch) -> None:
-        """Publish a group-committed batch: every script call in one pipelined round trip."""
-        published = [(cp, *self._published(cp)) for cp in batch.checkpoints]
+    async def after_batch(self, batch: Batch, inserted: set[tuple[str, str, str]]) -> None:
+        """Publish a group-committed batch: every script call in one pipelined round trip.
+
+        Only checkpoints the durable tier ``inserted`` are published as sent. A repeated put
+        was stored before (a prune may have changed it since), so its thread's cache is
+        invalidated instead and the next read takes the stored version.
+        """
+        repeated = {
+            cp.thread_id
+            for cp in batch.checkpoints
+            if (cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id) not in inserted
+        }
+        if repeated:
+            await self.invalidate(sorted(repeated))
+        published = [
+            (cp, *self._published(cp)) for cp in batch.checkpoints if cp.thread_id not in repeated
+        ]
 
         calls: list[tuple[Any, str, list[Any]]] = []
         for cp, cached, blobs in published:

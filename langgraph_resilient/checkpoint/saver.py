@@ -551,9 +551,14 @@ class ResilientSaver(
         if record.epoch is None:
             await self._committer.submit(record)
             return
-        await self._with_retry("put", lambda: self.store.put_checkpoint(record), write=True)
+        inserted = await self._with_retry(
+            "put", lambda: self.store.put_checkpoint(record), write=True
+        )
         if self._tier is not None:
-            await self._tier.after_put(record)
+            if inserted:
+                await self._tier.after_put(record)
+            else:  # stored before, maybe changed since (a prune): never cache it as sent
+                await self._tier.invalidate([record.thread_id])
 
     async def _flush(self, batch: Batch) -> None:
         """Group commit: a batch of plain writes in one transaction, then in Redis."""
@@ -562,9 +567,9 @@ class ResilientSaver(
             for name, part in (("put", batch.checkpoints), ("put_writes", batch.writes))
             if part
         )
-        await self._with_retry(op, lambda: self.store.write_batch(batch), write=True)
+        inserted = await self._with_retry(op, lambda: self.store.write_batch(batch), write=True)
         if self._tier is not None:
-            await self._tier.after_batch(batch)
+            await self._tier.after_batch(batch, inserted)
 
     async def aput_writes(
         self,

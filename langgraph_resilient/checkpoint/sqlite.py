@@ -405,8 +405,9 @@ class SqliteStore:
         check_fence(thread_id, epoch, row is None or int(row[0]) <= epoch)
         conn.execute(self._sql(RAISE_EPOCH_SQL), (thread_id, epoch, time.time()))
 
-    def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
-        """The rows of a batch (each key once), inside the caller's transaction."""
+    def _insert(self, conn: sqlite3.Connection, batch: Batch) -> set[tuple[str, str, str]]:
+        """The rows of a batch (each key once), inside the caller's transaction; returns the
+        checkpoints inserted (a repeated one was stored already)."""
         cps = checkpoint_records(batch)
         now = time.time()
         conn.executemany(self._sql(INSERT_BLOB_SQL), blob_rows(batch))
@@ -414,9 +415,11 @@ class SqliteStore:
         conn.executemany(
             self._sql(MOVE_HEAD_SQL), [(c.thread_id, c.checkpoint_ns, c.checkpoint_id) for c in cps]
         )
-        conn.executemany(
-            self._sql(INSERT_CHECKPOINT_SQL),
-            [
+        inserted: set[tuple[str, str, str]] = set()
+        insert = self._sql(INSERT_CHECKPOINT_SQL)
+        for c in cps:
+            cursor = conn.execute(
+                insert,
                 (
                     c.thread_id,
                     c.checkpoint_ns,
@@ -430,31 +433,32 @@ class SqliteStore:
                     c.metadata_json,
                     json.dumps(c.channel_versions),
                     now,
-                )
-                for c in cps
-            ],
-        )
+                ),
+            )
+            if cursor.rowcount:
+                inserted.add((c.thread_id, c.checkpoint_ns, c.checkpoint_id))
+        return inserted
 
-    async def write_batch(self, batch: Batch) -> None:
-        """Every write of a batch in one transaction (one fsync)."""
-        await self._write(lambda conn: self._insert(conn, batch))
+    async def write_batch(self, batch: Batch) -> set[tuple[str, str, str]]:
+        """Every write of a batch in one transaction (one fsync); returns the checkpoints it
+        inserted."""
+        return await self._write(lambda conn: self._insert(conn, batch))
 
-    async def put_checkpoint(self, record: CheckpointRecord) -> None:
+    async def put_checkpoint(self, record: CheckpointRecord) -> bool:
         batch = Batch(checkpoints=[record])
         epoch = record.epoch
         if epoch is None:
-            await self.write_batch(batch)
-            return
+            return bool(await self.write_batch(batch))
         tid, ns, cid = record.thread_id, record.checkpoint_ns, record.checkpoint_id
 
-        def put(conn: sqlite3.Connection) -> None:
+        def put(conn: sqlite3.Connection) -> bool:
             self._fence(conn, tid, epoch)
             (head,) = conn.execute(self._sql(READ_HEAD_SQL), (tid, ns)).fetchone()
             check_head(record, head in (record.parent_id, cid))
             conn.execute(self._sql(SET_HEAD_SQL), (tid, ns, cid))
-            self._insert(conn, batch)
+            return bool(self._insert(conn, batch))
 
-        await self._write(put)
+        return await self._write(put)
 
     async def put_writes(
         self,

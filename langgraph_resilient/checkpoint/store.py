@@ -56,12 +56,18 @@ class DurableStore(Protocol):
     def is_transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` is a connection-level failure worth a bounded retry."""
 
-    async def write_batch(self, batch: Batch) -> None:
-        """Store the plain (unfenced) checkpoints and writes of a batch in one transaction."""
+    async def write_batch(self, batch: Batch) -> set[tuple[str, str, str]]:
+        """Store the plain (unfenced) checkpoints and writes of a batch in one transaction.
 
-    async def put_checkpoint(self, record: CheckpointRecord) -> None:
+        Returns ``(thread, ns, id)`` of the checkpoints it inserted: a repeated checkpoint was
+        stored before (and may have changed since, by a prune), so it must not be cached as
+        sent.
+        """
+
+    async def put_checkpoint(self, record: CheckpointRecord) -> bool:
         """Store a checkpoint and its new blobs in one transaction (idempotent); a record with
-        an epoch is fenced (``StaleLeaseError``/``ForkedHistoryError``, nothing written)."""
+        an epoch is fenced (``StaleLeaseError``/``ForkedHistoryError``, nothing written).
+        Returns whether it inserted the checkpoint (False: it was stored already)."""
 
     async def put_writes(
         self,
