@@ -4,6 +4,7 @@ Everything public is re-exported here; nothing else in the package is public API
 """
 
 from langgraph_resilient.checkpoint import ResilientSaver
+from langgraph_resilient.checkpoint.lease import Lease
 from langgraph_resilient.errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -59,6 +60,7 @@ __all__ = [
     "ForkedHistoryError",
     "HealthChecker",
     "InvalidConfigError",
+    "Lease",
     "LockTimeoutError",
     "ManualClock",
     "NodeTimeoutError",

@@ -22,8 +22,8 @@ Epochs form one increasing sequence per thread across both places and across Red
 see ``docs/lease.md`` for the argument (epoch *bands*: Redis issues epochs in odd bands only and
 has the durable store confirm each new band before using it; the store lease uses even bands).
 
-``ExclusiveGraph.wrap(compiled_graph)`` holds the lease around every ``invoke``/``ainvoke``/
-``stream``/``astream``/``update_state`` of a compiled graph, for the call's ``thread_id``.
+``langgraph_resilient.checkpoint.exclusive.ExclusiveGraph`` holds the lease around every call
+of a graph (``with_resilience(..., exclusive_threads=True)``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -54,13 +55,10 @@ from langgraph_resilient.checkpoint.store import EPOCH_BAND
 from langgraph_resilient.errors import ConfigurationError, LockTimeoutError, StaleLeaseError
 
 if TYPE_CHECKING:
-    from langchain_core.runnables import RunnableConfig
-
     from langgraph_resilient.checkpoint.redis_tier import TierBreaker
     from langgraph_resilient.checkpoint.saver import ResilientSaver
 
 __all__ = [
-    "ExclusiveGraph",
     "Lease",
     "LeaseEvent",
     "ThreadLock",
@@ -81,12 +79,20 @@ G = TypeVar("G")
 
 # Take the lease if nobody holds it and issue the next epoch, in one round trip. A missing
 # counter (new thread, or Redis lost its data) starts at ARGV[3], the first epoch of band 1.
-# ARGV: token, ttl ms, seed, band size. Returns {0, pttl} when held, else {1, epoch, status, g}:
-# status 1 = band confirmed at this generation, 0 = band unconfirmed, 2 = band confirmed at an
-# older generation (revalidate against the store).
+# ARGV: token, ttl ms, seed, band size, then tokens of this process whose Redis call timed out
+# (Redis may have run it anyway): a lease held by one of those is taken over, not waited for.
+# Returns {0, pttl} when held, else {1, epoch, status, g}: status 1 = band confirmed at this
+# generation, 0 = band unconfirmed, 2 = band confirmed at an older generation (revalidate
+# against the store).
 ACQUIRE_LUA = """
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl ~= -2 then return {0, pttl} end
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  local mine = false
+  for i = 5, #ARGV do
+    if holder == ARGV[i] then mine = true end
+  end
+  if not mine then return {0, redis.call('PTTL', KEYS[1])} end
+end
 if redis.call('HEXISTS', KEYS[2], 'n') == 0 then
   redis.call('HSET', KEYS[2], 'n', ARGV[3])
 end
@@ -149,6 +155,14 @@ return 1
 """
 
 REDIS_BACKEND = "redis"
+_SCRIPT_NAMES = {
+    ACQUIRE_LUA: "acquire",
+    CONFIRM_LUA: "confirm",
+    RENEW_LUA: "renew",
+    RELEASE_LUA: "release",
+    FLOOR_LUA: "floor",
+    CLAIM_LUA: "claim",
+}
 
 
 def _band_start(epoch: int) -> int:
@@ -404,10 +418,33 @@ class _SaverLeases:
         self.local: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self.own_breaker: TierBreaker = TierBreaker()
         self._scripts: tuple[Any, _Scripts] | None = None
+        self._orphans: dict[str, list[tuple[str, float]]] = {}
+
+    def add_orphan(self, thread_id: str, token: str, ttl_s: float) -> None:
+        """A Redis call that may set ``token``'s lease timed out: Redis may still run it."""
+        self._orphans.setdefault(thread_id, []).append((token, time.monotonic() + ttl_s + 1))
+
+    def orphans(self, thread_id: str) -> list[str]:
+        """This process's tokens that may hold an unwanted lease on the thread (until expiry)."""
+        entries = self._orphans.get(thread_id)
+        if not entries:
+            return []
+        now = time.monotonic()
+        live = [(token, until) for token, until in entries if until > now]
+        if live:
+            self._orphans[thread_id] = live
+        else:
+            del self._orphans[thread_id]
+        return [token for token, _ in live]
 
     def scripts(self, client: Any) -> _Scripts:
         if self._scripts is None or self._scripts[0] is not client:
-            reg = client.register_script
+
+            def reg(source: str) -> Any:
+                script = client.register_script(source)
+                script.lease_op = _SCRIPT_NAMES[source]  # the op name in the tier's metrics
+                return script
+
             self._scripts = (
                 client,
                 _Scripts(
@@ -479,7 +516,7 @@ _RETRY = _Held(0, "a concurrent acquisition")
 # ---------------------------------------------------------------------------------- ThreadLock
 
 
-class ThreadLock:
+class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Lease]):
     """The single-writer lease of a thread, as a context manager (``saver.lock_thread(...)``).
 
     ``async with saver.lock_thread(tid) as lease`` in async code, ``with ...`` in sync code
@@ -508,6 +545,12 @@ class ThreadLock:
         self._in_store = False
         self._renewer: asyncio.Task[None] | None = None
         self._ctx: contextvars.Token[tuple[tuple[int, str, Lease], ...]] | None = None
+        # Hand-off between the acquisition (on the saver's loop) and a caller that may give up
+        # meanwhile (cancelled on another loop, KeyboardInterrupt in sync code): whichever of
+        # the two comes second releases a lease nobody will use.
+        self._handoff = threading.Lock()
+        self._acquired: Lease | None = None
+        self._abandoned = False
 
     # ---------------------------------------------------------------- context manager
 
@@ -534,11 +577,24 @@ class ThreadLock:
         except ValueError:  # left in another context (a generator closed elsewhere)
             _HELD.set(tuple(entry for entry in _HELD.get() if entry[2] is not self.lease))
 
+    def _abandon(self) -> None:
+        """The caller gave up while acquiring: release the lease if it was acquired anyway."""
+        with self._handoff:
+            self._abandoned = True
+            lease = self._acquired
+        loop = self.saver._bridge.loop
+        if lease is not None and not lease.released and loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._release(None), loop)
+
     async def __aenter__(self) -> Lease:
         held = self._begin()
         if held is not None:
             return held
-        lease = await self.saver._bridge.hop(self._acquire())
+        try:
+            lease = await self.saver._bridge.hop(self._acquire())
+        except BaseException:
+            self._abandon()
+            raise
         self._push_context(lease)
         return lease
 
@@ -551,13 +607,18 @@ class ThreadLock:
         if self._reentrant or self.lease is None:
             return
         self._pop_context()
-        await self.saver._bridge.hop(self._release(exc))
+        # Shielded: a cancelled caller still releases (and stops renewing) the lease.
+        await asyncio.shield(self.saver._bridge.hop(self._release(exc)))
 
     def __enter__(self) -> Lease:
         held = self._begin()
         if held is not None:
             return held
-        lease = self.saver._bridge.run(self._acquire())
+        try:
+            lease = self.saver._bridge.run(self._acquire())
+        except BaseException:
+            self._abandon()
+            raise
         self._push_context(lease)
         return lease
 
@@ -605,7 +666,8 @@ class ThreadLock:
             from langgraph_resilient.checkpoint.redis_tier import RedisUnavailable
 
             try:
-                return await tier._call(lambda: script(keys=self._keys, args=args))
+                name = f"lease_{getattr(script, 'lease_op', 'script')}"
+                return await tier._call(name, lambda: script(keys=self._keys, args=args))
             except RedisUnavailable as exc:
                 raise _RedisDown(str(exc)) from exc
         breaker = state.own_breaker
@@ -637,9 +699,16 @@ class ThreadLock:
             state.unlock_local(self.thread_id)
             raise
         self.saver._leases[self.thread_id] = lease.epoch
+        self.lease = lease
         self._renewer = asyncio.get_running_loop().create_task(
             self._renew_loop(lease, state), name=f"lease-renew:{self.thread_id}"
         )
+        with self._handoff:
+            self._acquired = lease
+            abandoned = self._abandoned
+        if abandoned:  # the caller is gone: nobody will release this lease but us
+            await self._release(None)
+            raise asyncio.CancelledError()
         _emit(
             "acquired",
             self.thread_id,
@@ -689,7 +758,7 @@ class ThreadLock:
             now = time.monotonic()
             if now >= deadline:
                 self._timeout(started, why, last_error)
-            delay = min(0.1, self.ttl_s / 4, 0.004 * 2 ** min(attempt, 8))
+            delay = min(0.05, self.ttl_s / 4, 0.004 * 2 ** min(attempt, 8))
             delay *= random.uniform(0.5, 1.0)
             if outcome.pttl_ms is not None and outcome.pttl_ms > 0:
                 delay = min(delay, outcome.pttl_ms / 1000 + 0.001)
@@ -699,9 +768,12 @@ class ThreadLock:
         scripts = state.scripts(self.saver.redis)
         token = _new_token()
         sent = time.monotonic()
-        reply = await self._redis(
-            state, scripts.acquire, [token, self._ttl_ms, EPOCH_BAND, EPOCH_BAND]
-        )
+        args = [token, self._ttl_ms, EPOCH_BAND, EPOCH_BAND, *state.orphans(self.thread_id)]
+        try:
+            reply = await self._redis(state, scripts.acquire, args)
+        except _RedisDown:
+            state.add_orphan(self.thread_id, token, self.ttl_s)
+            raise
         if int(reply[0]) == 0:
             return _Held(int(reply[1]))
         epoch, status, gen = int(reply[1]), int(reply[2]), reply[3]
@@ -815,9 +887,9 @@ class ThreadLock:
                             "another worker or has a newer epoch"
                         )
                         return False
+                    await self._mark_dirty(lease)
                     self._in_store = True
                     lease.backend = store.tier
-                    await self._mark_dirty(lease)
                     log.warning(
                         "thread %r: Redis failed (%s); lease (epoch %d) moved to %s",
                         lease.thread_id,
@@ -857,6 +929,7 @@ class ThreadLock:
                 state, scripts.claim, [_redis_floor(lease.epoch), lease.token, self._ttl_ms]
             )
         except _RedisDown:
+            state.add_orphan(self.thread_id, lease.token, self.ttl_s)
             return
         self._in_redis = bool(int(claimed))
 
@@ -868,12 +941,18 @@ class ThreadLock:
         try:
             await self._redis(state, scripts.release, [token])
         except Exception as exc:
+            # The key expires by itself; until then this process's next acquisition of the
+            # thread takes it over instead of waiting for it.
+            state.add_orphan(self.thread_id, token, self.ttl_s)
             log.debug("thread %r: lease release in Redis failed: %r", self.thread_id, exc)
 
     async def _release(self, exc: BaseException | None) -> None:
         """Stop renewing, release wherever the lease lives, forget its epoch (home loop)."""
         lease = self.lease
         assert lease is not None
+        if lease.released:
+            return
+        lease.released = True
         state = _state_of(self.saver)
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
@@ -904,7 +983,6 @@ class ThreadLock:
                         error,
                     )
         finally:
-            lease.released = True
             if self.saver._leases.get(self.thread_id) == lease.epoch:
                 del self.saver._leases[self.thread_id]
             state.unlock_local(self.thread_id)
@@ -918,8 +996,9 @@ class ThreadLock:
 
     async def _repair_counter(self, lease: Lease, state: _SaverLeases) -> None:
         """A write under a Redis lease we still hold was refused as stale: the Redis counter is
-        behind the store's epoch (a store lease was used while this Redis stayed up). Move it
-        above, so the next acquisition gets a valid epoch."""
+        behind the store's epoch (a store lease was used while this Redis stayed up, and the
+        tier's dirty-thread repair has not run yet). Move it above, so the next acquisition gets
+        a valid epoch, and drop the thread's cached entries, which are as stale as the counter."""
         scripts = state.scripts(self.saver.redis)
         try:
             if not int(await self._redis(state, scripts.renew, [lease.token, self._ttl_ms])):
@@ -927,6 +1006,9 @@ class ThreadLock:
             stored = await self.saver.store.thread_epoch(self.thread_id)
             if stored > lease.epoch:
                 await self._redis(state, scripts.floor, [_redis_floor(stored), ""])
+                tier = getattr(self.saver, "_tier", None)
+                if tier is not None:
+                    await tier.invalidate([self.thread_id])
                 log.warning(
                     "thread %r: the Redis epoch counter (%d) was behind the %s epoch (%d); "
                     "repaired, the next lock_thread gets a valid epoch",
@@ -947,126 +1029,3 @@ def _is_stale(exc: BaseException | None) -> bool:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return False
-
-
-# ---------------------------------------------------------------------------------- graph
-
-
-def _graph_lock(graph: Any, config: RunnableConfig | None) -> ThreadLock | None:
-    """The lease a root call of an exclusive graph must hold (None: run without one)."""
-    conf: Mapping[str, Any] = {}
-    if isinstance(config, Mapping):
-        conf = config.get("configurable") or {}
-    defaults: Mapping[str, Any] = (getattr(graph, "config", None) or {}).get("configurable") or {}
-    if conf.get("checkpoint_ns") or "__pregel_task_id" in conf:
-        return None  # a subgraph call: the root call holds the lease
-    thread_id = conf.get("thread_id", defaults.get("thread_id"))
-    if thread_id is None:
-        return None  # LangGraph itself reports the missing thread_id
-    saver: Any = getattr(graph, "checkpointer", None)
-    if not callable(getattr(saver, "lock_thread", None)):
-        raise ConfigurationError(
-            "exclusive_threads needs the graph compiled with a ResilientSaver: "
-            "builder.compile(checkpointer=saver)"
-        )
-    lock: ThreadLock = saver.lock_thread(
-        str(thread_id), ttl_s=graph.lease_ttl_s, wait_s=graph.lease_wait_s
-    )
-    return lock
-
-
-class ExclusiveGraph:
-    """Mixed into a compiled graph by :meth:`wrap`: every root ``invoke``, ``ainvoke``,
-    ``stream``, ``astream``, ``update_state`` and ``aupdate_state`` holds the lease of the call's
-    ``thread_id`` (``saver.lock_thread``) for its whole duration.
-
-    Two workers running the same thread then never overlap: the second waits up to
-    ``lease_wait_s`` and then raises ``LockTimeoutError``. A worker that stalls past its lease
-    has its later writes refused (``StaleLeaseError``) instead of forking the thread. Subgraph
-    calls and calls nested in an already held lease run under the outer lease.
-    """
-
-    lease_ttl_s: float = 30.0
-    """Lease time to live; renewed in the background every third of it."""
-    lease_wait_s: float = 10.0
-    """How long a call waits for the lease before ``LockTimeoutError``."""
-
-    _classes: dict[tuple[type, float, float], type] = {}
-
-    @classmethod
-    def wrap(cls, graph: G, *, ttl_s: float = 30.0, wait_s: float = 10.0) -> G:
-        """A copy of the compiled ``graph`` that holds the thread lease around each call.
-
-        The copy is still an instance of the graph's class (and of ``ExclusiveGraph``);
-        ``with_config`` and ``copy`` keep the behaviour. The graph must be compiled with a
-        ``ResilientSaver`` as its checkpointer.
-
-        Raises:
-            ConfigurationError: ``graph`` is not a compiled graph, or bad ``ttl_s``/``wait_s``.
-        """
-        from langgraph.pregel import Pregel
-
-        if not isinstance(graph, Pregel):
-            raise ConfigurationError(
-                f"ExclusiveGraph.wrap takes a compiled graph (builder.compile(...)), "
-                f"not {type(graph).__name__}"
-            )
-        if not ttl_s > 0 or not wait_s >= 0:
-            raise ConfigurationError("ttl_s must be > 0 and wait_s >= 0 seconds")
-        base: type = type(graph)
-        while issubclass(base, ExclusiveGraph):
-            base = next(b for b in base.__bases__ if b is not ExclusiveGraph)
-        key = (base, float(ttl_s), float(wait_s))
-        klass = cls._classes.get(key)
-        if klass is None:
-            klass = type(
-                f"Exclusive{base.__name__}",
-                (cls, base),
-                {"lease_ttl_s": float(ttl_s), "lease_wait_s": float(wait_s)},
-            )
-            cls._classes[key] = klass
-        attrs = {k: v for k, v in graph.__dict__.items() if k != "__orig_class__"}
-        wrapped: G = klass(**attrs)
-        return wrapped
-
-    def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Iterator[Any]:
-        """``stream`` (and ``invoke``, which consumes it) under the thread's lease."""
-        base: Any = super()
-        lock = _graph_lock(self, config)
-        if lock is None:
-            yield from base.stream(input, config, **kwargs)
-            return
-        with lock:
-            yield from base.stream(input, config, **kwargs)
-
-    async def astream(self, input: Any, config: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
-        """``astream`` (and ``ainvoke``, which consumes it) under the thread's lease."""
-        base: Any = super()
-        lock = _graph_lock(self, config)
-        if lock is None:
-            async for chunk in base.astream(input, config, **kwargs):
-                yield chunk
-            return
-        async with lock:
-            async for chunk in base.astream(input, config, **kwargs):
-                yield chunk
-
-    def update_state(self, config: Any, values: Any, as_node: Any = None, **kwargs: Any) -> Any:
-        """``update_state`` under the thread's lease."""
-        base: Any = super()
-        lock = _graph_lock(self, config)
-        if lock is None:
-            return base.update_state(config, values, as_node, **kwargs)
-        with lock:
-            return base.update_state(config, values, as_node, **kwargs)
-
-    async def aupdate_state(
-        self, config: Any, values: Any, as_node: Any = None, **kwargs: Any
-    ) -> Any:
-        """``aupdate_state`` under the thread's lease."""
-        base: Any = super()
-        lock = _graph_lock(self, config)
-        if lock is None:
-            return await base.aupdate_state(config, values, as_node, **kwargs)
-        async with lock:
-            return await base.aupdate_state(config, values, as_node, **kwargs)

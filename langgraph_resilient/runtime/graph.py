@@ -291,6 +291,9 @@ def with_resilience(
     subgraphs: bool = False,
     native_retry: NativeRetry = "defer",
     include_error_handlers: bool = False,
+    exclusive_threads: bool = False,
+    lease_ttl_s: float = 30.0,
+    lease_wait_s: float = 10.0,
 ) -> StateGraph[Any, Any, Any, Any]: ...
 
 
@@ -304,6 +307,9 @@ def with_resilience(
     subgraphs: bool = False,
     native_retry: NativeRetry = "defer",
     include_error_handlers: bool = False,
+    exclusive_threads: bool = False,
+    lease_ttl_s: float = 30.0,
+    lease_wait_s: float = 10.0,
 ) -> G: ...
 
 
@@ -316,6 +322,9 @@ def with_resilience(
     subgraphs: bool = False,
     native_retry: NativeRetry = "defer",
     include_error_handlers: bool = False,
+    exclusive_threads: bool = False,
+    lease_ttl_s: float = 30.0,
+    lease_wait_s: float = 10.0,
 ) -> StateGraph[Any, Any, Any, Any] | G:
     """Guard every node of a graph with resilience policies; the input graph is not changed.
 
@@ -341,6 +350,12 @@ def with_resilience(
             our ``Fallback`` waits until LangGraph's retries are used up.
         include_error_handlers: also wrap LangGraph ``error_handler`` nodes (off by default:
             a handler guarded by the failing dependency's breaker would be rejected too).
+        exclusive_threads: hold the thread's single-writer lease (``saver.lock_thread``)
+            around every ``invoke``/``ainvoke``/``stream``/``astream``/``update_state`` for the
+            call's ``thread_id``, so two workers never run one thread at once; the graph must
+            be compiled with a ``ResilientSaver``. See ``ExclusiveGraph`` in the lease module.
+        lease_ttl_s: the lease's time to live (renewed every third of it while held).
+        lease_wait_s: how long a call waits for the lease before ``LockTimeoutError``.
 
     Returns:
         A graph of the same kind as ``target``.
@@ -356,4 +371,8 @@ def with_resilience(
             f"with_resilience() takes a StateGraph or a compiled graph, not {type(target)}"
         )
     plan.check_unused()
+    if exclusive_threads:
+        from langgraph_resilient.checkpoint.exclusive import ExclusiveGraph
+
+        result = ExclusiveGraph.wrap(result, ttl_s=lease_ttl_s, wait_s=lease_wait_s)
     return result
