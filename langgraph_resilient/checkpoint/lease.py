@@ -699,6 +699,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             state.unlock_local(self.thread_id)
             raise
         self.saver._leases[self.thread_id] = lease.epoch
+        self.saver._lease_acquired(self.thread_id, lambda: self._in_redis)
         self.lease = lease
         self._renewer = asyncio.get_running_loop().create_task(
             self._renew_loop(lease, state), name=f"lease-renew:{self.thread_id}"
@@ -965,6 +966,9 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             except Exception:
                 log.exception("thread %r: lease renewal task failed", self.thread_id)
         try:
+            await self.saver._lease_releasing(
+                self.thread_id, lost=lease.lost or _is_stale(exc) or not self._in_redis
+            )
             if self._in_redis and _is_stale(exc) and not lease.lost:
                 await self._repair_counter(lease, state)
             if self._in_redis:

@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ormsgpack
@@ -87,11 +87,16 @@ return {gen, cid, writes, rec[1], rec[2], channels, values}
 # (an explicit-id read), 'fill-head' (a head read), 'publish' (a write). ARGV[8] is the
 # generation the caller saw ('' = any). On a mismatch a thread was deleted or repaired since:
 # a fill just gives up; a publish also bumps the generation, because the entry it would have
-# replaced may now be older than what it just wrote. Returns the generation, or nil.
+# replaced may now be older than what it just wrote. Fills are also refused while the thread's
+# lease is held: its holder may be writing without publishing (see DeferredPublication).
+# Returns the generation, or nil.
 PUT_LUA = """
 local gen = redis.call('GET', KEYS[1]) or '0'
 if ARGV[8] ~= '' and ARGV[8] ~= gen then
   if ARGV[7] == 'publish' then redis.call('INCR', KEYS[1]) end
+  return false
+end
+if ARGV[7] ~= 'publish' and redis.call('EXISTS', ARGV[1] .. 'lease') == 1 then
   return false
 end
 local base = ARGV[1] .. gen .. ':'
@@ -136,6 +141,63 @@ for i = 5, #ARGV, 3 do
 end
 redis.call('EXPIRE', wkey, tonumber(ARGV[4]))
 return gen
+"""
+
+
+@dataclass(slots=True)
+class DeferredPublication:
+    """What a lease holder wrote to a thread without publishing it to Redis yet.
+
+    The holder is the thread's only writer, so instead of publishing every write (one Redis
+    round trip each) it withdraws the thread's cached entries once, at its first write (a
+    generation bump: nothing cached before can be served, and fills are refused while the
+    lease key exists), and publishes the newest checkpoint of each namespace with its values
+    and pending writes once, when it releases the lease. If it dies first, the entries stay
+    withdrawn and readers go to the durable tier.
+    """
+
+    in_redis: Callable[[], bool]
+    """Whether the lease still lives in Redis (the lease module's answer)."""
+    gen: str | None = None
+    """The generation after the withdrawal (``None``: not withdrawn yet)."""
+    previous_gen: str = ""
+    """The generation before it: L1 holds the values read then under it."""
+    failed: bool = False
+    """Redis failed for the holder: writes go the per-write way (marked dirty) from now on."""
+    heads: dict[str, CheckpointRecord] = field(default_factory=dict)
+    writes: dict[tuple[str, str], list[WriteRecord]] = field(default_factory=dict)
+    withdrawing: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def add_checkpoint(self, record: CheckpointRecord) -> None:
+        head = self.heads.get(record.checkpoint_ns)
+        if head is None or record.checkpoint_id > head.checkpoint_id:
+            self.heads[record.checkpoint_ns] = record
+
+    def add_writes(self, ns: str, cid: str, writes: Sequence[WriteRecord]) -> None:
+        self.writes.setdefault((ns, cid), []).extend(writes)
+
+    def final_writes(self, ns: str, cid: str) -> list[WriteRecord]:
+        """The checkpoint's writes as the durable tier holds them: a regular write keeps its
+        first value, a special one (idx < 0) its last."""
+        final: dict[tuple[str, int], WriteRecord] = {}
+        for w in self.writes.get((ns, cid), []):
+            key = (w.task_id, w.idx)
+            if w.idx < 0 or key not in final:
+                final[key] = w
+        return list(final.values())
+
+
+# A lease holder withdraws the thread's cached entries: bump the generation. The lease module
+# treats a generation that moved since its epoch band was confirmed (`okg` in the thread's epoch
+# hash, KEYS[2]) as a sign of a repair after an outage and re-checks the durable store; this
+# bump is the holder's own, so it carries the confirmation along unless it was stale already.
+WITHDRAW_LUA = """
+local old = redis.call('GET', KEYS[1]) or '0'
+local new = redis.call('INCR', KEYS[1])
+if redis.call('HGET', KEYS[2], 'okg') == old then
+  redis.call('HSET', KEYS[2], 'okg', tostring(new))
+end
+return new
 """
 
 
@@ -228,8 +290,8 @@ def _write_value(w: WriteRecord) -> bytes:
 def _decode_writes(flat: Sequence[Any]) -> tuple[bool, list[WriteRecord]]:
     complete = False
     writes = []
-    for field, value in zip(flat[::2], flat[1::2], strict=True):
-        if field == b"_":
+    for name, value in zip(flat[::2], flat[1::2], strict=True):
+        if name == b"_":
             complete = True
             continue
         task_id, idx, channel, typ, data, path = _unpack(value)
@@ -260,6 +322,7 @@ class RedisTier:
         self._read = client.register_script(READ_LUA)
         self._put = client.register_script(PUT_LUA)
         self._writes = client.register_script(WRITES_LUA)
+        self._withdraw = client.register_script(WITHDRAW_LUA)
         self._recovering = asyncio.Lock()
         self._repair_task: asyncio.Task[None] | None = None
 
@@ -653,6 +716,76 @@ class RedisTier:
         if versions is None:
             raise CorruptEntry("row without channel versions")
         return versions
+
+    async def withdraw(self, thread_id: str, deferred: DeferredPublication) -> bool:
+        """Start deferring a lease holder's publication: bump the thread's generation (one
+        round trip). False when Redis is unavailable (then publish write by write)."""
+        previous = self._gen_seen(thread_id)
+        try:
+            keys = [self._gen_key(thread_id), self._base(thread_id) + "epoch"]
+            gen = await self._call("withdraw", lambda: self._withdraw(keys=keys))
+        except RedisUnavailable:
+            return False
+        deferred.gen, deferred.previous_gen = str(gen), previous
+        self.cache.put(("g", thread_id), deferred.gen, 16)
+        return True
+
+    def hold_locally(self, deferred: DeferredPublication, record: CheckpointRecord) -> None:
+        """Keep a deferred checkpoint's values in L1 (under the withdrawn generation) so the
+        release can publish every value the newest checkpoint needs."""
+        assert deferred.gen is not None
+        for b in record.blobs:
+            data = b.data or b""
+            key = ("b", record.thread_id, deferred.gen, record.checkpoint_ns, b.channel, b.version)
+            self.cache.put(key, (b.type, data), len(data))
+
+    async def publish_deferred(self, thread_id: str, deferred: DeferredPublication) -> None:
+        """Publish a lease holder's newest checkpoints (all their values) and their pending
+        writes in one pipelined round trip, before the lease is released."""
+        gen = deferred.gen
+        if gen is None or not deferred.heads:
+            return
+        calls: list[tuple[Any, str, list[Any]]] = []
+        published = []
+        for ns, record in deferred.heads.items():
+            cached, blobs = self._published(record)
+            fresh = {b[0] for b in blobs}
+            for channel, version in record.channel_versions.items():
+                if channel in fresh:
+                    continue
+                held = self._held_blob(thread_id, deferred, ns, channel, str(version))
+                if held is not None:
+                    blobs.append((channel, version, held[0], held[1]))
+            writes = deferred.final_writes(ns, record.checkpoint_id)
+            args = self._record_args(
+                thread_id, ns, record.checkpoint_id, cached, blobs, writes,
+                mode="publish", expected_gen=gen,
+            )  # fmt: skip
+            calls.append((self._put, self._gen_key(thread_id), args))
+            published.append((record, cached, blobs))
+        try:
+            replies = await self._call("publish_deferred", lambda: self._evalsha_pipeline(calls))
+        except RedisUnavailable:
+            await self.mark_dirty([thread_id])
+            return
+        for (record, cached, blobs), reply in zip(published, replies, strict=True):
+            self._remember(
+                thread_id, reply, record.checkpoint_ns, record.checkpoint_id, cached, blobs,
+                advance_head=True,
+            )  # fmt: skip
+
+    def _held_blob(
+        self, thread_id: str, deferred: DeferredPublication, ns: str, channel: str, version: str
+    ) -> tuple[str, bytes] | None:
+        """A value L1 holds from before the lease or from during it (values never change, so
+        an entry of the older generation is still the right value)."""
+        for gen in (deferred.gen, deferred.previous_gen):
+            held: tuple[str, bytes] | None = self.cache.get(
+                ("b", thread_id, gen, ns, channel, version)
+            )
+            if held is not None:
+                return held
+        return None
 
     async def invalidate(self, thread_ids: Sequence[str]) -> None:
         """Make every cached entry of these threads unreachable on every replica."""

@@ -54,7 +54,7 @@ from langgraph_resilient.checkpoint.records import (
     WriteRecord,
 )
 from langgraph_resilient.checkpoint.redis_conn import RedisSettings
-from langgraph_resilient.checkpoint.redis_tier import RedisTier
+from langgraph_resilient.checkpoint.redis_tier import DeferredPublication, RedisTier
 from langgraph_resilient.checkpoint.settings import (
     PostgresSettings,
     SaverSettings,
@@ -108,6 +108,8 @@ class ResilientSaver(
         self.cache_max_bytes = cache_max_bytes
         self.redis_required = redis_required
         self._tier: RedisTier | None = None
+        # Threads this process leases in Redis, whose publication waits for the release.
+        self._deferred: dict[str, DeferredPublication] = {}
         self._committer = GroupCommitter(self._flush, max_inflight=store.write_parallelism)
         self._bridge = LoopBridge()
         # Epochs of the thread leases this process holds (see lock_thread): every write to one of
@@ -554,11 +556,55 @@ class ResilientSaver(
         inserted = await self._with_retry(
             "put", lambda: self.store.put_checkpoint(record), write=True
         )
-        if self._tier is not None:
-            if inserted:
-                await self._tier.after_put(record)
-            else:  # stored before, maybe changed since (a prune): never cache it as sent
-                await self._tier.invalidate([record.thread_id])
+        tier = self._tier
+        if tier is None:
+            return
+        if not inserted:  # stored before, maybe changed since (a prune): never cache it as sent
+            await tier.invalidate([record.thread_id])
+            return
+        deferred = await self._deferring(tier, record.thread_id)
+        if deferred is not None:
+            deferred.add_checkpoint(record)
+            tier.hold_locally(deferred, record)
+            return
+        await tier.after_put(record)
+
+    async def _deferring(self, tier: RedisTier, thread_id: str) -> DeferredPublication | None:
+        """The deferred publication of a thread this process leases in Redis, withdrawing its
+        cached entries at the first write; None: publish this write now."""
+        deferred = self._deferred.get(thread_id)
+        if deferred is None or deferred.failed:
+            return None
+        if not deferred.in_redis():
+            deferred.failed = True  # the lease moved to the durable store: publish per write
+            return None
+        if deferred.gen is None:
+            # Concurrent writes of one step (a put and put_writes) withdraw only once.
+            async with deferred.withdrawing:
+                if deferred.gen is None and not await tier.withdraw(thread_id, deferred):
+                    deferred.failed = True
+                    return None
+        return None if deferred.failed else deferred
+
+    def _lease_acquired(self, thread_id: str, in_redis: Callable[[], bool]) -> None:
+        """Called by the lease once held: with the lease in Redis, the holder publishes to
+        Redis once, at release, instead of at every write."""
+        if self._tier is not None and in_redis():
+            self._deferred[thread_id] = DeferredPublication(in_redis=in_redis)
+
+    async def _lease_releasing(self, thread_id: str, *, lost: bool) -> None:
+        """Called by the lease before it lets go of its Redis key: publish what was deferred."""
+        deferred = self._deferred.pop(thread_id, None)
+        tier = self._tier
+        if deferred is None or tier is None or deferred.failed or lost:
+            return
+        try:
+            await tier.publish_deferred(thread_id, deferred)
+        except Exception:  # the lease must be released whatever happens here
+            logging.getLogger("langgraph_resilient.redis").exception(
+                "publishing thread %r at lease release failed", thread_id
+            )
+            await tier.mark_dirty([thread_id])
 
     async def _flush(self, batch: Batch) -> None:
         """Group commit: a batch of plain writes in one transaction, then in Redis."""
@@ -603,8 +649,14 @@ class ResilientSaver(
             lambda: self.store.put_writes(thread_id, ns, cid, records, epoch),
             write=True,
         )
-        if self._tier is not None:
-            await self._tier.after_put_writes(thread_id, ns, cid, records)
+        tier = self._tier
+        if tier is None:
+            return
+        deferred = await self._deferring(tier, thread_id)
+        if deferred is not None:
+            deferred.add_writes(ns, cid, records)
+            return
+        await tier.after_put_writes(thread_id, ns, cid, records)
 
     async def _rewrite(self, op: str, call: Callable[[], Awaitable[T]], threads: list[str]) -> T:
         """A history-changing write, then the cache tiers of ``threads`` invalidated everywhere."""

@@ -1,0 +1,173 @@
+"""Under a Redis lease the holder publishes to Redis once, at release, instead of at every
+write: fewer round trips, and still no stale read anywhere, even if the holder dies."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langgraph.graph import START, StateGraph
+
+from langgraph_resilient import ResilientSaver
+from tests.checkpoint.test_tiers import RedisRequests
+from tests.conftest import POSTGRES_URL, drop_prefixed_tables, unique_prefix
+from tests.servers import RedisServer
+
+
+class Chain(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+def chain_graph() -> StateGraph[Chain]:
+    builder = StateGraph(Chain)
+    previous = START
+    for name in ("a", "b", "c", "d", "e"):
+        builder.add_node(name, lambda s, name=name: {"log": [name]})
+        builder.add_edge(previous, name)
+        previous = name
+    return builder
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    value = unique_prefix()
+    try:
+        yield value
+    finally:
+        await drop_prefixed_tables(POSTGRES_URL, value)
+
+
+def _kwargs(redis_server: RedisServer, prefix: str) -> dict[str, Any]:
+    return {
+        "postgres_url": POSTGRES_URL,
+        "redis_url": redis_server.url,
+        "prefix": prefix,
+        "redis_repair_interval_s": 3600,
+    }
+
+
+async def _requests_per_turn(
+    saver: ResilientSaver, url: str, thread_id: str, *, leased: bool, turns: int = 4
+) -> float:
+    graph = chain_graph().compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": thread_id}}
+    # warm up: statements prepared, scripts loaded, the thread's first epoch band confirmed
+    if leased:
+        async with saver.lock_thread(thread_id):
+            await graph.ainvoke({"log": ["warm"]}, config)
+    else:
+        await graph.ainvoke({"log": ["warm"]}, config)
+    async with RedisRequests(url) as requests:
+        await asyncio.sleep(0.05)
+        requests.take()
+        for turn in range(turns):
+            if leased:
+                async with saver.lock_thread(thread_id):
+                    await graph.ainvoke({"log": [f"user {turn}"]}, config)
+            else:
+                await graph.ainvoke({"log": [f"user {turn}"]}, config)
+        await asyncio.sleep(0.1)
+        return len(requests.take()) / turns
+
+
+async def test_the_lease_costs_fewer_redis_round_trips_than_no_lease(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async with ResilientSaver.from_urls(**_kwargs(redis_server, prefix)) as saver:
+        plain = await _requests_per_turn(saver, redis_server.url, "plain", leased=False)
+        leased = await _requests_per_turn(saver, redis_server.url, "leased", leased=True)
+    # plain: a head read plus one publish per put and per put_writes; leased: acquire, head
+    # read, one withdrawal, one publication and the release
+    assert leased < plain
+    assert leased - plain < 1, f"the lease adds {leased - plain:.1f} Redis requests"
+    assert leased <= 5
+
+
+async def test_readers_never_see_a_stale_head_during_or_after_a_lease(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async with (
+        ResilientSaver.from_urls(**_kwargs(redis_server, prefix)) as holder,
+        ResilientSaver.from_urls(**_kwargs(redis_server, prefix)) as reader,
+    ):
+        writer_graph = chain_graph().compile(checkpointer=holder)
+        reader_graph = chain_graph().compile(checkpointer=reader)
+        config = {"configurable": {"thread_id": "t"}}
+        await writer_graph.ainvoke({"log": ["0"]}, config)
+        assert len((await reader_graph.aget_state(config)).values["log"]) == 6  # warm reader
+        async with holder.lock_thread("t"):
+            await writer_graph.ainvoke({"log": ["1"]}, config)
+            during = (await reader_graph.aget_state(config)).values["log"]
+            assert during[-6:] == ["1", "a", "b", "c", "d", "e"], "acknowledged writes are seen"
+            await writer_graph.ainvoke({"log": ["2"]}, config)
+            assert (await reader_graph.aget_state(config)).values["log"][-6] == "2"
+        after = (await reader_graph.aget_state(config)).values["log"]
+        assert len(after) == 18 and after[-6] == "2"
+        tier = reader._tier
+        assert tier is not None
+        lookup = await tier.read("t", "", None)
+        assert lookup.row is not None, "after the release the head is served from Redis again"
+
+
+_DYING_HOLDER = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    sys.path.insert(0, sys.argv[4])
+    from tests.checkpoint.test_lease_publication import chain_graph
+    from langgraph_resilient import ResilientSaver
+
+    async def main():
+        saver = ResilientSaver.from_urls(
+            postgres_url=sys.argv[1], redis_url=sys.argv[2], prefix=sys.argv[3])
+        await saver.__aenter__()
+        graph = chain_graph().compile(checkpointer=saver)
+        lock = saver.lock_thread("t", ttl_s=1.0)
+        await lock.__aenter__()
+        await graph.ainvoke({"log": ["dying"]}, {"configurable": {"thread_id": "t"}})
+        os._exit(0)  # dies holding the lease, its writes never published to Redis
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_holder_that_dies_before_publishing_leaves_nothing_stale(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async with ResilientSaver.from_urls(**_kwargs(redis_server, prefix)) as reader:
+        graph = chain_graph().compile(checkpointer=reader)
+        config = {"configurable": {"thread_id": "t"}}
+        await graph.ainvoke({"log": ["before"]}, config)
+        assert len((await graph.aget_state(config)).values["log"]) == 6
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: ASYNC240
+        result = subprocess.run(  # noqa: ASYNC221 (the test waits for it on purpose)
+            [sys.executable, "-c", _DYING_HOLDER, POSTGRES_URL, redis_server.url, prefix, root],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        for _ in range(2):  # while its lease key lives, and after it expired
+            log = (await graph.aget_state(config)).values["log"]
+            assert log[-6:] == ["dying", "a", "b", "c", "d", "e"]
+            await asyncio.sleep(1.2)
+        async with reader.lock_thread("t"):
+            await graph.ainvoke({"log": ["next"]}, config)
+        assert (await graph.aget_state(config)).values["log"][-6] == "next"
