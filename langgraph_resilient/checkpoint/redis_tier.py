@@ -234,6 +234,11 @@ class TierBreaker:
         self.failures = 0
         self.opened_at = None
 
+    def trip(self) -> None:
+        """Open now (Redis was unreachable when the saver started)."""
+        self.failures = self.failure_threshold
+        self.opened_at = self.clock()
+
     def failure(self) -> bool:
         """Count a failure; True when this one opened the breaker."""
         self.failures += 1

@@ -277,8 +277,8 @@ class ResilientSaver(
             logging.getLogger("langgraph_resilient.redis").warning(
                 "Redis at %s is unreachable; starting without it: %r", redact(settings.url), exc
             )
-            tier.breaker.failure()
-            tier.breaker.failure()
+            tier.breaker.trip()
+            metrics.CHECKPOINT_REDIS_AVAILABLE.set(0)
         tier.start()
         self._tier = tier
         self.redis = client

@@ -138,3 +138,18 @@ async def test_using_a_saver_that_was_never_entered() -> None:
         await saver.aget_tuple(_config())  # type: ignore[arg-type]
     with pytest.raises(SaverClosedError):
         saver.get_tuple(_config())  # type: ignore[arg-type]
+
+
+async def test_redis_url_problems(make_saver: SaverFactory, backend: str) -> None:
+    with pytest.raises(ConfigurationError, match="redis_url"):
+        ResilientSaver.from_urls(sqlite_path="a.db", redis_url="http://127.0.0.1:6379")
+    if backend != "postgres":
+        return
+    with pytest.raises(TierUnavailableError, match=r"^redis: cannot connect"):
+        await make_saver(redis_url="redis://127.0.0.1:1/0", redis_required=True)
+    # by default a replica starts without Redis and works on the durable tier alone
+    saver = await make_saver(redis_url="redis://127.0.0.1:1/0")
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    stored = await saver.aput(config, _checkpoint({"a": 1}), {}, {"a": 1})  # type: ignore[arg-type]
+    tup = await saver.aget_tuple(stored)
+    assert tup is not None and tup.checkpoint["channel_values"] == {"a": 1}
