@@ -147,6 +147,17 @@ def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
         future.set_exception(exc)
 
 
+@dataclass(slots=True)
+class Stored:
+    """What a batch really changed in the durable tier: the checkpoints it inserted (a repeated
+    one was stored before) and the writes it inserted or, for special channels, replaced (a
+    repeated regular write keeps its first value). Only these may be published to a cache."""
+
+    checkpoints: set[tuple[str, str, str]] = field(default_factory=set)
+    writes: set[tuple[str, str, str, str, int]] = field(default_factory=set)
+    """``(thread, ns, checkpoint, task_id, idx)``."""
+
+
 BlobRow = tuple[str, str, str, str, str, bytes | None]
 WriteRow = tuple[str, str, str, str, str, int, str, str, bytes]
 

@@ -20,6 +20,7 @@ import asyncpg
 from langgraph_resilient.checkpoint import codec
 from langgraph_resilient.checkpoint.batcher import (
     Batch,
+    Stored,
     WritesOp,
     blob_rows,
     checkpoint_records,
@@ -144,6 +145,7 @@ _BATCH_WRITES = """new_writes AS (
         SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob,
             task_path = EXCLUDED.task_path
         WHERE {p}writes.idx < 0
+    RETURNING thread_id, checkpoint_ns, checkpoint_id, task_id, idx
 )"""
 _BATCH_HEADS = """moved_heads AS (
     UPDATE {p}heads h SET checkpoint_id = n.checkpoint_id
@@ -170,8 +172,10 @@ def _batch_sql(*, checkpoints: bool, writes: bool) -> str:
     """The group-commit statement for a batch holding checkpoints and/or writes.
 
     Parameters come in this order: values (6 arrays) and checkpoints (11) when there are
-    checkpoints, then writes (9) when there are writes. Returns the checkpoints it inserted
-    (a repeated one was already stored, maybe since changed by a prune: it is not returned).
+    checkpoints, then writes (9) when there are writes. Returns the rows it really changed:
+    ``(thread, ns, checkpoint, NULL, NULL)`` per inserted checkpoint (a repeated one was
+    stored before, maybe changed since by a prune) and ``(thread, ns, checkpoint, task, idx)``
+    per write inserted or replaced (a repeated regular write keeps its first value).
     """
     parts: list[tuple[str, str, int]] = []  # (CTE, placeholder letter, width)
     if checkpoints:
@@ -184,8 +188,16 @@ def _batch_sql(*, checkpoints: bool, writes: bool) -> str:
             cte = cte.replace(f"${letter}{i}:", f"${first + i - 1}:")
         ctes.append(cte)
         first += width
-    result = "SELECT * FROM new_checkpoints" if checkpoints else "SELECT 1 WHERE false"
-    return "WITH " + ",\n".join(ctes) + "\n" + result
+    selects = []
+    if checkpoints:
+        selects.append(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id, NULL, NULL FROM new_checkpoints"
+        )
+    if writes:
+        selects.append(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx FROM new_writes"
+        )
+    return "WITH " + ",\n".join(ctes) + "\n" + "\nUNION ALL\n".join(selects)
 
 
 WRITE_BATCH_SQL = {
@@ -260,8 +272,9 @@ SELECT EXISTS (SELECT 1 FROM fence) AS fenced, EXISTS (SELECT 1 FROM advance) AS
 # A task's writes under a lease ($10 is its epoch): written only if the fence holds.
 PUT_WRITES_FENCED_SQL = f"""
 WITH {_FENCE.replace("{epoch}", "$10")}, new_writes AS ({_INSERT_WRITES}
+    RETURNING idx
 )
-SELECT EXISTS (SELECT 1 FROM fence) AS fenced
+SELECT EXISTS (SELECT 1 FROM fence) AS fenced, ARRAY(SELECT idx FROM new_writes) AS stored
 """
 
 # A checkpoint with its non-empty channel values and its pending writes, as parallel arrays.
@@ -677,7 +690,7 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- writes
 
-    async def write_batch(self, batch: Batch) -> set[tuple[str, str, str]]:
+    async def write_batch(self, batch: Batch) -> Stored:
         args: list[list[Any]] = []
         if batch.checkpoints:
             cps = checkpoint_records(batch)
@@ -700,11 +713,17 @@ class PostgresStore:
         sql = self._write_batch[(bool(batch.checkpoints), bool(batch.writes))]
         async with self._writer() as conn:
             rows = await conn.fetch(sql, *args)
-        return {(r[0], r[1], r[2]) for r in rows}
+        stored = Stored()
+        for r in rows:
+            if r[3] is None:
+                stored.checkpoints.add((r[0], r[1], r[2]))
+            else:
+                stored.writes.add((r[0], r[1], r[2], r[3], r[4]))
+        return stored
 
     async def put_checkpoint(self, record: CheckpointRecord) -> bool:
         if record.epoch is None:
-            return bool(await self.write_batch(Batch(checkpoints=[record])))
+            return bool((await self.write_batch(Batch(checkpoints=[record]))).checkpoints)
         blobs = record.blobs
         args = [
             record.thread_id,
@@ -735,11 +754,11 @@ class PostgresStore:
         checkpoint_id: str,
         writes: Sequence[WriteRecord],
         epoch: int | None,
-    ) -> None:
+    ) -> set[tuple[str, int]]:
         if epoch is None:
             op = WritesOp(thread_id, checkpoint_ns, checkpoint_id, list(writes))
-            await self.write_batch(Batch(writes=[op]))
-            return
+            stored = await self.write_batch(Batch(writes=[op]))
+            return {(w[3], w[4]) for w in stored.writes}
         args = [
             thread_id,
             checkpoint_ns,
@@ -751,8 +770,9 @@ class PostgresStore:
             [w.type for w in writes],
             [w.data for w in writes],
         ]
-        fenced = await self._pool().fetchval(self._put_writes_fenced, *args, epoch)
-        check_fence(thread_id, epoch, fenced)
+        row = await self._pool().fetchrow(self._put_writes_fenced, *args, epoch)
+        check_fence(thread_id, epoch, row["fenced"])
+        return {(writes[0].task_id, idx) for idx in row["stored"]}
 
     # ---------------------------------------------------------------- reads
 

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import ormsgpack
 from redis.exceptions import NoScriptError, RedisError
 
-from langgraph_resilient.checkpoint.batcher import Batch
+from langgraph_resilient.checkpoint.batcher import Batch, Stored
 from langgraph_resilient.checkpoint.cache import LocalCache
 from langgraph_resilient.checkpoint.records import (
     EMPTY_BLOB_TYPE,
@@ -638,17 +638,18 @@ class RedisTier:
                 await self.client.script_load(script.script)
         raise RedisError("scripts missing after reload")
 
-    async def after_batch(self, batch: Batch, inserted: set[tuple[str, str, str]]) -> None:
+    async def after_batch(self, batch: Batch, stored: Stored) -> None:
         """Publish a group-committed batch: every script call in one pipelined round trip.
 
-        Only checkpoints the durable tier ``inserted`` are published as sent. A repeated put
-        was stored before (a prune may have changed it since), so its thread's cache is
-        invalidated instead and the next read takes the stored version.
+        Only what the durable tier ``stored`` is published. A repeated put was stored before (a
+        prune may have changed it since), so its thread's cache is invalidated instead and the
+        next read takes the stored version; a repeated regular write is not published at all
+        (the stored one, its first value, may differ).
         """
         repeated = {
             cp.thread_id
             for cp in batch.checkpoints
-            if (cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id) not in inserted
+            if (cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id) not in stored.checkpoints
         }
         if repeated:
             await self.invalidate(sorted(repeated))
@@ -664,8 +665,14 @@ class RedisTier:
             )
             calls.append((self._put, self._gen_key(tid), args))
         for op in batch.writes:
-            args = self._writes_args(op.thread_id, op.checkpoint_ns, op.checkpoint_id, op.writes)
-            calls.append((self._writes, self._gen_key(op.thread_id), args))
+            head = (op.thread_id, op.checkpoint_ns, op.checkpoint_id)
+            writes = [w for w in op.writes if (*head, w.task_id, w.idx) in stored.writes]
+            if writes:
+                args = self._writes_args(*head, writes)
+                calls.append((self._writes, self._gen_key(op.thread_id), args))
+
+        if not calls:
+            return
 
         async def send() -> list[Any]:
             return await self._evalsha_pipeline(calls)

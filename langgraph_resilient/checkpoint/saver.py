@@ -613,9 +613,9 @@ class ResilientSaver(
             for name, part in (("put", batch.checkpoints), ("put_writes", batch.writes))
             if part
         )
-        inserted = await self._with_retry(op, lambda: self.store.write_batch(batch), write=True)
+        stored = await self._with_retry(op, lambda: self.store.write_batch(batch), write=True)
         if self._tier is not None:
-            await self._tier.after_batch(batch, inserted)
+            await self._tier.after_batch(batch, stored)
 
     async def aput_writes(
         self,
@@ -644,19 +644,21 @@ class ResilientSaver(
         if epoch is None:
             await self._committer.submit(WritesOp(thread_id, ns, cid, records))
             return
-        await self._with_retry(
+        stored = await self._with_retry(
             "put_writes",
             lambda: self.store.put_writes(thread_id, ns, cid, records, epoch),
             write=True,
         )
         tier = self._tier
-        if tier is None:
+        # a repeated regular write keeps its first value: only what was stored is published
+        changed = [r for r in records if (r.task_id, r.idx) in stored]
+        if tier is None or not changed:
             return
         deferred = await self._deferring(tier, thread_id)
         if deferred is not None:
-            deferred.add_writes(ns, cid, records)
+            deferred.add_writes(ns, cid, changed)
             return
-        await tier.after_put_writes(thread_id, ns, cid, records)
+        await tier.after_put_writes(thread_id, ns, cid, changed)
 
     async def _rewrite(self, op: str, call: Callable[[], Awaitable[T]], threads: list[str]) -> T:
         """A history-changing write, then the cache tiers of ``threads`` invalidated everywhere."""

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from langgraph_resilient.checkpoint.batcher import (
     Batch,
+    Stored,
     WritesOp,
     blob_rows,
     checkpoint_records,
@@ -405,17 +406,20 @@ class SqliteStore:
         check_fence(thread_id, epoch, row is None or int(row[0]) <= epoch)
         conn.execute(self._sql(RAISE_EPOCH_SQL), (thread_id, epoch, time.time()))
 
-    def _insert(self, conn: sqlite3.Connection, batch: Batch) -> set[tuple[str, str, str]]:
-        """The rows of a batch (each key once), inside the caller's transaction; returns the
-        checkpoints inserted (a repeated one was stored already)."""
+    def _insert(self, conn: sqlite3.Connection, batch: Batch) -> Stored:
+        """The rows of a batch (each key once), inside the caller's transaction; returns what
+        it really changed (see ``DurableStore.write_batch``)."""
         cps = checkpoint_records(batch)
         now = time.time()
+        stored = Stored()
         conn.executemany(self._sql(INSERT_BLOB_SQL), blob_rows(batch))
-        conn.executemany(self._sql(UPSERT_WRITE_SQL), write_rows(batch))
+        upsert = self._sql(UPSERT_WRITE_SQL)
+        for row in write_rows(batch):
+            if conn.execute(upsert, row).rowcount:
+                stored.writes.add((row[0], row[1], row[2], row[3], row[5]))
         conn.executemany(
             self._sql(MOVE_HEAD_SQL), [(c.thread_id, c.checkpoint_ns, c.checkpoint_id) for c in cps]
         )
-        inserted: set[tuple[str, str, str]] = set()
         insert = self._sql(INSERT_CHECKPOINT_SQL)
         for c in cps:
             cursor = conn.execute(
@@ -436,10 +440,10 @@ class SqliteStore:
                 ),
             )
             if cursor.rowcount:
-                inserted.add((c.thread_id, c.checkpoint_ns, c.checkpoint_id))
-        return inserted
+                stored.checkpoints.add((c.thread_id, c.checkpoint_ns, c.checkpoint_id))
+        return stored
 
-    async def write_batch(self, batch: Batch) -> set[tuple[str, str, str]]:
+    async def write_batch(self, batch: Batch) -> Stored:
         """Every write of a batch in one transaction (one fsync); returns the checkpoints it
         inserted."""
         return await self._write(lambda conn: self._insert(conn, batch))
@@ -448,7 +452,7 @@ class SqliteStore:
         batch = Batch(checkpoints=[record])
         epoch = record.epoch
         if epoch is None:
-            return bool(await self.write_batch(batch))
+            return bool((await self.write_batch(batch)).checkpoints)
         tid, ns, cid = record.thread_id, record.checkpoint_ns, record.checkpoint_id
 
         def put(conn: sqlite3.Connection) -> bool:
@@ -456,7 +460,7 @@ class SqliteStore:
             (head,) = conn.execute(self._sql(READ_HEAD_SQL), (tid, ns)).fetchone()
             check_head(record, head in (record.parent_id, cid))
             conn.execute(self._sql(SET_HEAD_SQL), (tid, ns, cid))
-            return bool(self._insert(conn, batch))
+            return bool(self._insert(conn, batch).checkpoints)
 
         return await self._write(put)
 
@@ -467,17 +471,16 @@ class SqliteStore:
         checkpoint_id: str,
         writes: Sequence[WriteRecord],
         epoch: int | None,
-    ) -> None:
+    ) -> set[tuple[str, int]]:
         batch = Batch(writes=[WritesOp(thread_id, checkpoint_ns, checkpoint_id, list(writes))])
         if epoch is None:
-            await self.write_batch(batch)
-            return
+            return {(w[3], w[4]) for w in (await self.write_batch(batch)).writes}
 
-        def put(conn: sqlite3.Connection) -> None:
+        def put(conn: sqlite3.Connection) -> set[tuple[str, int]]:
             self._fence(conn, thread_id, epoch)
-            self._insert(conn, batch)
+            return {(w[3], w[4]) for w in self._insert(conn, batch).writes}
 
-        await self._write(put)
+        return await self._write(put)
 
     # ---------------------------------------------------------------- reads
 

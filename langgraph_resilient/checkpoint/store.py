@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from langgraph_resilient.checkpoint.batcher import Batch
+from langgraph_resilient.checkpoint.batcher import Batch, Stored
 from langgraph_resilient.checkpoint.records import (
     ChainLink,
     CheckpointRecord,
@@ -56,12 +56,12 @@ class DurableStore(Protocol):
     def is_transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` is a connection-level failure worth a bounded retry."""
 
-    async def write_batch(self, batch: Batch) -> set[tuple[str, str, str]]:
+    async def write_batch(self, batch: Batch) -> Stored:
         """Store the plain (unfenced) checkpoints and writes of a batch in one transaction.
 
-        Returns ``(thread, ns, id)`` of the checkpoints it inserted: a repeated checkpoint was
-        stored before (and may have changed since, by a prune), so it must not be cached as
-        sent.
+        Returns what it really changed: a repeated checkpoint was stored before (and may have
+        changed since, by a prune) and a repeated regular write keeps its first value, so
+        neither may be cached as sent.
         """
 
     async def put_checkpoint(self, record: CheckpointRecord) -> bool:
@@ -76,8 +76,9 @@ class DurableStore(Protocol):
         checkpoint_id: str,
         writes: Sequence[WriteRecord],
         epoch: int | None,
-    ) -> None:
-        """Store writes: regular ones keep their first value, special ones (idx < 0) overwrite."""
+    ) -> set[tuple[str, int]]:
+        """Store writes: regular ones keep their first value, special ones (idx < 0) overwrite.
+        Returns ``(task_id, idx)`` of the writes it inserted or replaced."""
 
     async def get_checkpoint(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None

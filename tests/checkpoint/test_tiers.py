@@ -298,3 +298,25 @@ async def test_a_delete_between_commit_and_publish_does_not_resurrect_the_thread
 
         assert await b.aget_tuple(config) is None  # type: ignore[arg-type]
         assert await a.aget_tuple(config) is None  # type: ignore[arg-type]
+
+
+async def test_a_repeated_regular_write_is_not_cached_over_the_stored_one(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """A regular write keeps its first value. After the thread's cache was invalidated, a
+    repeated write with another value (which the durable tier ignores) must not reach Redis,
+    or a later fill would mark the writes complete around the wrong value."""
+    kwargs = {"postgres_url": POSTGRES_URL, "redis_url": redis_server.url, "prefix": prefix}
+    async with (
+        ResilientSaver.from_urls(**kwargs) as a,  # type: ignore[arg-type]
+        ResilientSaver.from_urls(**kwargs) as b,  # type: ignore[arg-type]
+    ):
+        config = {"configurable": {"thread_id": "w", "checkpoint_ns": ""}}
+        stored = await a.aput(config, _cp(1), {"run_id": "r1"}, {"a": "1"})  # type: ignore[arg-type]
+        await a.aput_writes(stored, [("a", "first")], "task")
+        assert a._tier is not None
+        await a._tier.invalidate(["w"])  # as a delete_for_runs or a repair would
+        await a.aput_writes(stored, [("a", "second")], "task")  # ignored: first value wins
+        for saver in (b, a, b):
+            tup = await saver.aget_tuple(stored)
+            assert tup is not None and tup.pending_writes == [("task", "a", "first")]
