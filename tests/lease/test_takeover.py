@@ -27,7 +27,13 @@ from typing import Any
 import pytest
 
 from langgraph_resilient import ResilientSaver
-from tests.conftest import POSTGRES_URL, REDIS_URL, drop_prefixed_tables, unique_prefix
+from tests.conftest import (
+    POSTGRES_URL,
+    REDIS_URL,
+    drop_prefixed_keys,
+    drop_prefixed_tables,
+    unique_prefix,
+)
 from tests.lease.graphs import check_linear, saver_kwargs, takeover_graph
 from tests.servers import free_port
 
@@ -80,6 +86,8 @@ async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     finally:
         if backend == "postgres":
             await drop_prefixed_tables(POSTGRES_URL, prefix)
+        if mode == "redis":
+            await drop_prefixed_keys(REDIS_URL, prefix)
 
 
 @pytest.mark.fault
