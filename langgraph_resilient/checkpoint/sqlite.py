@@ -177,8 +177,10 @@ SELECT_WRITES_SQL = """
 SELECT task_id, idx, channel, type, blob, task_path FROM {p}writes
 WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
 """
-# The whole parent chain of a checkpoint (parent first) in one recursive query; the values and
-# writes along it are read only as far as the walk needs them.
+# The parent chain of a checkpoint (parent first) in one recursive query, with the stored
+# values ('seed' rows) and the writes of the requested channels ($4, a JSON list) along it.
+# Unlike the Postgres query it does not stop at the seeds: reading local pages is cheap, and
+# the caller ignores the links past them.
 PARENT_CHAIN_SQL = """
 WITH RECURSIVE chain(checkpoint_id, parent_checkpoint_id, channel_versions, depth) AS (
     SELECT c.checkpoint_id, c.parent_checkpoint_id, c.channel_versions, 0
@@ -192,11 +194,21 @@ WITH RECURSIVE chain(checkpoint_id, parent_checkpoint_id, channel_versions, dept
     FROM chain JOIN {p}checkpoints p ON p.thread_id = ?1 AND p.checkpoint_ns = ?2
         AND p.checkpoint_id = chain.parent_checkpoint_id
 )
-SELECT checkpoint_id, channel_versions FROM chain ORDER BY depth
-"""
-SELECT_BLOB_SQL = """
-SELECT type, blob FROM {p}blobs
-WHERE thread_id = ? AND checkpoint_ns = ? AND channel = ? AND version = ? AND blob IS NOT NULL
+SELECT chain.depth, chain.checkpoint_id, 'link', NULL, NULL, NULL, NULL, NULL, NULL
+FROM chain
+UNION ALL
+SELECT chain.depth, chain.checkpoint_id, 'seed', NULL, v.key, NULL, bl.type, bl.blob, NULL
+FROM chain, json_each(chain.channel_versions) AS v
+JOIN {p}blobs bl ON bl.thread_id = ?1 AND bl.checkpoint_ns = ?2 AND bl.channel = v.key
+    AND bl.version = v.value
+WHERE v.key IN (SELECT value FROM json_each(?4)) AND bl.blob IS NOT NULL
+UNION ALL
+SELECT chain.depth, chain.checkpoint_id, 'write', w.task_id, w.channel, w.idx, w.type, w.blob,
+    w.task_path
+FROM chain JOIN {p}writes w ON w.thread_id = ?1 AND w.checkpoint_ns = ?2
+    AND w.checkpoint_id = chain.checkpoint_id
+WHERE w.channel IN (SELECT value FROM json_each(?4))
+ORDER BY 1
 """
 
 # A thread's rows; its epoch stays, as on Postgres.
@@ -556,37 +568,18 @@ class SqliteStore:
         checkpoint_id: str | None,
         channels: Sequence[str],
     ) -> list[ChainLink]:
-        chain_sql = self._sql(PARENT_CHAIN_SQL)
-        blob_sql = self._sql(SELECT_BLOB_SQL)
-        writes_sql = self._sql(SELECT_WRITES_SQL)
+        sql = self._sql(PARENT_CHAIN_SQL)
+        args = (thread_id, checkpoint_ns, checkpoint_id, json.dumps(list(channels)))
 
         def walk(conn: sqlite3.Connection) -> list[ChainLink]:
-            links: list[ChainLink] = []
-            remaining = set(channels)
-            for cid, versions_json in conn.execute(
-                chain_sql, (thread_id, checkpoint_ns, checkpoint_id)
-            ).fetchall():
-                if not remaining:
-                    break
-                versions = json.loads(versions_json)
-                seeds: dict[str, tuple[str, bytes]] = {}
-                for ch in remaining:
-                    if ch in versions:
-                        found = conn.execute(
-                            blob_sql, (thread_id, checkpoint_ns, ch, versions[ch])
-                        ).fetchone()
-                        if found is not None:
-                            seeds[ch] = (found[0], found[1])
-                writes = [
-                    WriteRecord(t, i, ch, typ, data, path)
-                    for t, i, ch, typ, data, path in conn.execute(
-                        writes_sql, (thread_id, checkpoint_ns, cid)
-                    ).fetchall()
-                    if ch in remaining
-                ]
-                links.append(ChainLink(cid, seeds, writes))
-                remaining -= seeds.keys()
-            return links
+            links: dict[int, ChainLink] = {}
+            for depth, cid, kind, task, channel, idx, typ, data, path in conn.execute(sql, args):
+                link = links.setdefault(depth, ChainLink(cid, {}, []))
+                if kind == "seed":
+                    link.seeds[channel] = (typ, data)
+                elif kind == "write":
+                    link.writes.append(WriteRecord(task, idx, channel, typ, data, path))
+            return [links[depth] for depth in sorted(links)]
 
         return await self._read(walk)
 
