@@ -560,6 +560,9 @@ class ResilientSaver(
         if tier is None:
             return
         if not inserted:  # stored before, maybe changed since (a prune): never cache it as sent
+            deferred = self._deferred.get(record.thread_id)
+            if deferred is not None:
+                deferred.failed = True  # its release must not publish an older head instead
             await tier.invalidate([record.thread_id])
             return
         deferred = await self._deferring(tier, record.thread_id)
