@@ -25,6 +25,8 @@ class WritesOp:
     checkpoint_ns: str
     checkpoint_id: str
     writes: list[WriteRecord]
+    epoch: int | None = None
+    """Fencing epoch of the lease it was made under, or ``None`` (unfenced)."""
 
 
 Op = CheckpointRecord | WritesOp
@@ -193,3 +195,21 @@ def checkpoint_records(batch: Batch) -> list[CheckpointRecord]:
     for cp in batch.checkpoints:
         seen.setdefault((cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id), cp)
     return list(seen.values())
+
+
+class MixedEpochs(Exception):
+    """A fenced batch holds writes of one thread under two epochs (a lease was taken over
+    while its writes were queued): it must be replayed write by write, so that the older
+    epoch's writes are refused."""
+
+
+def fence_epochs(batch: Batch) -> dict[str, int]:
+    """The epoch each thread of a fenced batch writes under."""
+    epochs: dict[str, int] = {}
+    for thread_id, epoch in [
+        *((c.thread_id, c.epoch) for c in batch.checkpoints),
+        *((w.thread_id, w.epoch) for w in batch.writes),
+    ]:
+        if epoch is None or epochs.setdefault(thread_id, epoch) != epoch:
+            raise MixedEpochs(thread_id)
+    return epochs

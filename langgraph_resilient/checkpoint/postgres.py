@@ -24,6 +24,7 @@ from langgraph_resilient.checkpoint.batcher import (
     WritesOp,
     blob_rows,
     checkpoint_records,
+    fence_epochs,
     write_rows,
 )
 from langgraph_resilient.checkpoint.records import (
@@ -267,6 +268,82 @@ WITH {_FENCE.replace("{epoch}", "$16")}, advance AS (
 )
 SELECT EXISTS (SELECT 1 FROM fence) AS fenced, EXISTS (SELECT 1 FROM advance) AS advanced,
     EXISTS (SELECT 1 FROM new_checkpoint) AS inserted
+"""
+
+# Fenced writes, group-committed: several leases' checkpoints and writes in one statement, all
+# or nothing. The fence is raised for every thread ($1, $2: distinct threads and their epochs),
+# every namespace's head moves from the checkpoint's parent to the checkpoint (UPDATE re-checks
+# its condition on the newest row version once it holds the lock, as the single fenced put's
+# ON CONFLICT does), and the rows are written. If any fence or head check fails, the last part
+# divides by zero: the statement, and so every change it made, is rolled back, and the caller
+# replays the writes one by one to learn which failed and why. Parameters: $1-$2 fence,
+# $3-$8 values, $9-$19 checkpoints, $20-$28 writes, $29 number of threads, $30 of checkpoints.
+# One checkpoint per (thread, namespace) per batch: a second one fails the batch.
+WRITE_FENCED_BATCH_SQL = """
+WITH fence AS (
+    INSERT INTO {p}threads AS t (thread_id, epoch)
+    SELECT * FROM unnest($1::text[], $2::bigint[])
+    ON CONFLICT (thread_id) DO UPDATE SET epoch = EXCLUDED.epoch, updated_at = now()
+        WHERE t.epoch <= EXCLUDED.epoch
+    RETURNING thread_id
+), cps AS (
+    SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+        $14::text[], $15::bytea[], $16::text[], $17::bytea[], $18::jsonb[], $19::jsonb[])
+        AS c(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_key, body_type,
+            body, metadata_type, metadata, metadata_json, channel_versions)
+    WHERE c.thread_id IN (SELECT thread_id FROM fence)
+), moved AS (
+    UPDATE {p}heads h SET checkpoint_id = c.checkpoint_id
+    FROM cps c
+    WHERE h.thread_id = c.thread_id AND h.checkpoint_ns = c.checkpoint_ns
+        AND (h.checkpoint_id IS NOT DISTINCT FROM c.parent_checkpoint_id
+            OR h.checkpoint_id = c.checkpoint_id)
+    RETURNING h.thread_id
+), started AS (
+    INSERT INTO {p}heads (thread_id, checkpoint_ns, checkpoint_id)
+    SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id FROM cps c
+    WHERE NOT EXISTS (SELECT 1 FROM {p}heads x
+            WHERE x.thread_id = c.thread_id AND x.checkpoint_ns = c.checkpoint_ns)
+        AND coalesce((SELECT max(m.checkpoint_id) FROM {p}checkpoints m
+                WHERE m.thread_id = c.thread_id AND m.checkpoint_ns = c.checkpoint_ns), '')
+            IN (coalesce(c.parent_checkpoint_id, ''), c.checkpoint_id)
+    ON CONFLICT DO NOTHING
+    RETURNING thread_id
+), new_blobs AS (
+    INSERT INTO {p}blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::bytea[]) AS b(thread_id, checkpoint_ns, channel, version, type, blob)
+    WHERE b.thread_id IN (SELECT thread_id FROM fence)
+    ON CONFLICT DO NOTHING
+), new_checkpoints AS (
+    INSERT INTO {p}checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+        run_key, body_type, body, metadata_type, metadata, metadata_json, channel_versions)
+    SELECT * FROM cps
+    ON CONFLICT DO NOTHING
+    RETURNING thread_id, checkpoint_ns, checkpoint_id
+), new_writes AS (
+    INSERT INTO {p}writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,
+        channel, type, blob)
+    SELECT * FROM unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+        $25::int[], $26::text[], $27::text[], $28::bytea[])
+        AS w(thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type,
+            blob)
+    WHERE w.thread_id IN (SELECT thread_id FROM fence)
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
+        SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob,
+            task_path = EXCLUDED.task_path
+        WHERE {p}writes.idx < 0
+    RETURNING thread_id, checkpoint_ns, checkpoint_id, task_id, idx
+)
+SELECT thread_id, checkpoint_ns, checkpoint_id, NULL AS task_id, NULL::int AS idx
+FROM new_checkpoints
+UNION ALL
+SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx FROM new_writes
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL
+WHERE 1 / (CASE WHEN (SELECT count(*) FROM fence) = $29
+    AND (SELECT count(*) FROM moved) + (SELECT count(*) FROM started) = $30
+    THEN 1 ELSE 0 END) = 0
 """
 
 # A task's writes under a lease ($10 is its epoch): written only if the fence holds.
@@ -557,6 +634,7 @@ class PostgresStore:
         self._write_batch = {k: v.format(p=p) for k, v in WRITE_BATCH_SQL.items()}
         self._put_checkpoint_fenced = PUT_CHECKPOINT_FENCED_SQL.format(p=p)
         self._put_writes_fenced = PUT_WRITES_FENCED_SQL.format(p=p)
+        self._write_fenced_batch = WRITE_FENCED_BATCH_SQL.format(p=p)
         self._get = GET_CHECKPOINT_SQL.format(p=p)
         self._get_latest = GET_LATEST_SQL.format(p=p)
         self._select = SELECT_CHECKPOINT_SQL.format(p=p)
@@ -713,6 +791,37 @@ class PostgresStore:
         sql = self._write_batch[(bool(batch.checkpoints), bool(batch.writes))]
         async with self._writer() as conn:
             rows = await conn.fetch(sql, *args)
+        stored = Stored()
+        for r in rows:
+            if r[3] is None:
+                stored.checkpoints.add((r[0], r[1], r[2]))
+            else:
+                stored.writes.add((r[0], r[1], r[2], r[3], r[4]))
+        return stored
+
+    async def write_fenced_batch(self, batch: Batch) -> Stored:
+        epochs = fence_epochs(batch)
+        cps = checkpoint_records(batch)
+        args = [
+            list(epochs),
+            list(epochs.values()),
+            *_columns(blob_rows(batch), 6),
+            [c.thread_id for c in cps],
+            [c.checkpoint_ns for c in cps],
+            [c.checkpoint_id for c in cps],
+            [c.parent_id for c in cps],
+            [c.run_key for c in cps],
+            [c.body[0] for c in cps],
+            [c.body[1] for c in cps],
+            [c.metadata[0] for c in cps],
+            [c.metadata[1] for c in cps],
+            [c.metadata_json for c in cps],
+            [json.dumps(c.channel_versions) for c in cps],
+            *_columns(write_rows(batch), 9),
+            len(epochs),
+            len(cps),
+        ]
+        rows = await self._pool().fetch(self._write_fenced_batch, *args)
         stored = Stored()
         for r in rows:
             if r[3] is None:

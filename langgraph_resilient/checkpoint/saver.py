@@ -111,6 +111,9 @@ class ResilientSaver(
         # Threads this process leases in Redis, whose publication waits for the release.
         self._deferred: dict[str, DeferredPublication] = {}
         self._committer = GroupCommitter(self._flush, max_inflight=store.write_parallelism)
+        self._fenced_committer = GroupCommitter(
+            self._flush_fenced, max_inflight=store.write_parallelism
+        )
         self._bridge = LoopBridge()
         # Epochs of the thread leases this process holds (see lock_thread): every write to one of
         # these threads is fenced with its epoch.
@@ -552,10 +555,47 @@ class ResilientSaver(
     async def _put(self, record: CheckpointRecord) -> None:
         if record.epoch is None:
             await self._committer.submit(record)
+        else:
+            await self._fenced_committer.submit(record)
+
+    async def _flush_fenced(self, batch: Batch) -> None:
+        """Group commit of fenced writes: one statement checks every thread's fence and every
+        namespace's head and writes all or nothing; a refused batch is replayed write by write
+        by the committer, so each writer gets its own ``StaleLeaseError``/``ForkedHistoryError``.
+        """
+        if len(batch) == 1:
+            if batch.checkpoints:
+                record = batch.checkpoints[0]
+                inserted = await self._with_retry(
+                    "put", lambda: self.store.put_checkpoint(record), write=True
+                )
+                await self._after_fenced_put(record, inserted)
+            else:
+                op = batch.writes[0]
+                assert op.epoch is not None
+                epoch = op.epoch
+                stored_keys = await self._with_retry(
+                    "put_writes",
+                    lambda: self.store.put_writes(
+                        op.thread_id, op.checkpoint_ns, op.checkpoint_id, op.writes, epoch
+                    ),
+                    write=True,
+                )
+                await self._after_fenced_writes(op, stored_keys)
             return
-        inserted = await self._with_retry(
-            "put", lambda: self.store.put_checkpoint(record), write=True
+        stored = await self._with_retry(
+            "fenced batch", lambda: self.store.write_fenced_batch(batch), write=True
         )
+        for record in batch.checkpoints:
+            key = (record.thread_id, record.checkpoint_ns, record.checkpoint_id)
+            await self._after_fenced_put(record, key in stored.checkpoints)
+        for op in batch.writes:
+            head = (op.thread_id, op.checkpoint_ns, op.checkpoint_id)
+            await self._after_fenced_writes(
+                op, {(t, i) for *h, t, i in stored.writes if tuple(h) == head}
+            )
+
+    async def _after_fenced_put(self, record: CheckpointRecord, inserted: bool) -> None:
         tier = self._tier
         if tier is None:
             return
@@ -647,21 +687,19 @@ class ResilientSaver(
         if epoch is None:
             await self._committer.submit(WritesOp(thread_id, ns, cid, records))
             return
-        stored = await self._with_retry(
-            "put_writes",
-            lambda: self.store.put_writes(thread_id, ns, cid, records, epoch),
-            write=True,
-        )
+        await self._fenced_committer.submit(WritesOp(thread_id, ns, cid, records, epoch))
+
+    async def _after_fenced_writes(self, op: WritesOp, stored: set[tuple[str, int]]) -> None:
         tier = self._tier
         # a repeated regular write keeps its first value: only what was stored is published
-        changed = [r for r in records if (r.task_id, r.idx) in stored]
+        changed = [r for r in op.writes if (r.task_id, r.idx) in stored]
         if tier is None or not changed:
             return
-        deferred = await self._deferring(tier, thread_id)
+        deferred = await self._deferring(tier, op.thread_id)
         if deferred is not None:
-            deferred.add_writes(ns, cid, changed)
+            deferred.add_writes(op.checkpoint_ns, op.checkpoint_id, changed)
             return
-        await tier.after_put_writes(thread_id, ns, cid, changed)
+        await tier.after_put_writes(op.thread_id, op.checkpoint_ns, op.checkpoint_id, changed)
 
     async def _rewrite(self, op: str, call: Callable[[], Awaitable[T]], threads: list[str]) -> T:
         """A history-changing write, then the cache tiers of ``threads`` invalidated everywhere."""

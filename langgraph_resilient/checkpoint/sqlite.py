@@ -23,6 +23,7 @@ from langgraph_resilient.checkpoint.batcher import (
     WritesOp,
     blob_rows,
     checkpoint_records,
+    fence_epochs,
     write_rows,
 )
 from langgraph_resilient.checkpoint.records import (
@@ -459,6 +460,21 @@ class SqliteStore:
         """Every write of a batch in one transaction (one fsync); returns the checkpoints it
         inserted."""
         return await self._write(lambda conn: self._insert(conn, batch))
+
+    async def write_fenced_batch(self, batch: Batch) -> Stored:
+        epochs = fence_epochs(batch)
+
+        def put(conn: sqlite3.Connection) -> Stored:
+            for thread_id, epoch in epochs.items():
+                self._fence(conn, thread_id, epoch)
+            for record in batch.checkpoints:
+                tid, ns, cid = record.thread_id, record.checkpoint_ns, record.checkpoint_id
+                (head,) = conn.execute(self._sql(READ_HEAD_SQL), (tid, ns)).fetchone()
+                check_head(record, head in (record.parent_id, cid))
+                conn.execute(self._sql(SET_HEAD_SQL), (tid, ns, cid))
+            return self._insert(conn, batch)
+
+        return await self._write(put)
 
     async def put_checkpoint(self, record: CheckpointRecord) -> bool:
         batch = Batch(checkpoints=[record])

@@ -64,6 +64,11 @@ class DurableStore(Protocol):
         neither may be cached as sent.
         """
 
+    async def write_fenced_batch(self, batch: Batch) -> Stored:
+        """Store a batch of fenced writes (several leases' checkpoints and writes) in one
+        transaction, all or nothing: if any fence or head check fails, or a thread carries two
+        epochs, nothing is written and it raises (the caller replays the writes one by one)."""
+
     async def put_checkpoint(self, record: CheckpointRecord) -> bool:
         """Store a checkpoint and its new blobs in one transaction (idempotent); a record with
         an epoch is fenced (``StaleLeaseError``/``ForkedHistoryError``, nothing written).
