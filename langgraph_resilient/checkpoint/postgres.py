@@ -568,6 +568,34 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+def _checkpoint_columns(cps: Sequence[CheckpointRecord]) -> list[list[Any]]:
+    """Checkpoint records as the 11 column arrays the batch statements unnest."""
+    return [
+        [c.thread_id for c in cps],
+        [c.checkpoint_ns for c in cps],
+        [c.checkpoint_id for c in cps],
+        [c.parent_id for c in cps],
+        [c.run_key for c in cps],
+        [c.body[0] for c in cps],
+        [c.body[1] for c in cps],
+        [c.metadata[0] for c in cps],
+        [c.metadata[1] for c in cps],
+        [c.metadata_json for c in cps],
+        [json.dumps(c.channel_versions) for c in cps],
+    ]
+
+
+def _stored(rows: Sequence[Any]) -> Stored:
+    """A batch statement's result rows: inserted checkpoints (no task) and changed writes."""
+    stored = Stored()
+    for r in rows:
+        if r[3] is None:
+            stored.checkpoints.add((r[0], r[1], r[2]))
+        else:
+            stored.writes.add((r[0], r[1], r[2], r[3], r[4]))
+    return stored
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool reset hook that sends nothing.
 
@@ -771,33 +799,13 @@ class PostgresStore:
     async def write_batch(self, batch: Batch) -> Stored:
         args: list[list[Any]] = []
         if batch.checkpoints:
-            cps = checkpoint_records(batch)
             args += _columns(blob_rows(batch), 6)
-            args += [
-                [c.thread_id for c in cps],
-                [c.checkpoint_ns for c in cps],
-                [c.checkpoint_id for c in cps],
-                [c.parent_id for c in cps],
-                [c.run_key for c in cps],
-                [c.body[0] for c in cps],
-                [c.body[1] for c in cps],
-                [c.metadata[0] for c in cps],
-                [c.metadata[1] for c in cps],
-                [c.metadata_json for c in cps],
-                [json.dumps(c.channel_versions) for c in cps],
-            ]
+            args += _checkpoint_columns(checkpoint_records(batch))
         if batch.writes:
             args += _columns(write_rows(batch), 9)
         sql = self._write_batch[(bool(batch.checkpoints), bool(batch.writes))]
         async with self._writer() as conn:
-            rows = await conn.fetch(sql, *args)
-        stored = Stored()
-        for r in rows:
-            if r[3] is None:
-                stored.checkpoints.add((r[0], r[1], r[2]))
-            else:
-                stored.writes.add((r[0], r[1], r[2], r[3], r[4]))
-        return stored
+            return _stored(await conn.fetch(sql, *args))
 
     async def write_fenced_batch(self, batch: Batch) -> Stored:
         epochs = fence_epochs(batch)
@@ -806,29 +814,12 @@ class PostgresStore:
             list(epochs),
             list(epochs.values()),
             *_columns(blob_rows(batch), 6),
-            [c.thread_id for c in cps],
-            [c.checkpoint_ns for c in cps],
-            [c.checkpoint_id for c in cps],
-            [c.parent_id for c in cps],
-            [c.run_key for c in cps],
-            [c.body[0] for c in cps],
-            [c.body[1] for c in cps],
-            [c.metadata[0] for c in cps],
-            [c.metadata[1] for c in cps],
-            [c.metadata_json for c in cps],
-            [json.dumps(c.channel_versions) for c in cps],
+            *_checkpoint_columns(cps),
             *_columns(write_rows(batch), 9),
             len(epochs),
             len(cps),
         ]
-        rows = await self._pool().fetch(self._write_fenced_batch, *args)
-        stored = Stored()
-        for r in rows:
-            if r[3] is None:
-                stored.checkpoints.add((r[0], r[1], r[2]))
-            else:
-                stored.writes.add((r[0], r[1], r[2], r[3], r[4]))
-        return stored
+        return _stored(await self._pool().fetch(self._write_fenced_batch, *args))
 
     async def put_checkpoint(self, record: CheckpointRecord) -> bool:
         if record.epoch is None:
