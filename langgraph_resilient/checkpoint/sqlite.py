@@ -360,7 +360,19 @@ class SqliteStore:
                 self.path, isolation_level=None, check_same_thread=False, timeout=0
             )
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            # Switching a new file to WAL needs an exclusive lock, and SQLite reports a busy
+            # database at once there instead of waiting (many processes opening one new file):
+            # retry within the busy timeout.
+            deadline = time.monotonic() + self.busy_timeout_ms / 1000
+            while True:
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        conn.close()
+                        raise
+                    time.sleep(0.01)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             return conn
 
