@@ -349,8 +349,11 @@ class RedisTier:
             await self._recover()
         try:
             with metrics.timed_op(name, "redis"):
-                async with asyncio.timeout(self.settings.socket_timeout_s * 2):
-                    result = await op()
+                # wait_for, not asyncio.timeout: the call runs in its own task, so a caller
+                # cancelled mid-call is never left to redis-py's cancellation handling (with
+                # asyncio.timeout a cancelled lease waiter sometimes kept waiting: measured 2
+                # failures in 10 runs of test_cancelled_callers_leave_no_lease_behind, 0 in 10)
+                result = await asyncio.wait_for(op(), self.settings.socket_timeout_s * 2)
         except (RedisError, OSError, TimeoutError) as exc:
             metrics.CHECKPOINT_REDIS_FAILURES.inc()
             if self.breaker.failure():
