@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import redis.asyncio
 
 from langgraph_resilient import ResilientSaver
+from tests.servers import RedisServer
 
 POSTGRES_URL = os.environ.get("LGR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LGR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -51,17 +53,24 @@ async def drop_prefixed_keys(url: str, prefix: str) -> None:
         await client.aclose()
 
 
+async def drop_backend(backend: str, prefix: str) -> None:
+    """Drop what a test wrote under ``prefix`` on ``backend`` (SQLite files go with tmp_path)."""
+    if backend != "sqlite":
+        await drop_prefixed_tables(POSTGRES_URL, prefix)
+    if backend == "tiered":
+        await drop_prefixed_keys(REDIS_URL, prefix)
+
+
+def backend_kwargs(backend: str, sqlite_path: Path) -> dict[str, Any]:
+    """``ResilientSaver.from_urls`` arguments that put a saver on ``backend``."""
+    if backend == "sqlite":
+        return {"sqlite_path": str(sqlite_path)}
+    if backend == "tiered":
+        return {"postgres_url": POSTGRES_URL, "redis_url": REDIS_URL}
+    return {"postgres_url": POSTGRES_URL}
+
+
 SaverFactory = Callable[..., Awaitable[ResilientSaver]]
-
-
-@pytest.fixture
-def pg_url() -> str:
-    return POSTGRES_URL
-
-
-@pytest.fixture
-def redis_url() -> str:
-    return REDIS_URL
 
 
 @pytest.fixture(params=BACKENDS)
@@ -82,13 +91,7 @@ async def make_saver(backend: str, tmp_path: Path) -> AsyncIterator[SaverFactory
     opened: list[ResilientSaver] = []
 
     async def factory(**kwargs: Any) -> ResilientSaver:
-        if backend in ("postgres", "tiered"):
-            kwargs.setdefault("postgres_url", POSTGRES_URL)
-            if backend == "tiered":
-                kwargs.setdefault("redis_url", REDIS_URL)
-        else:
-            kwargs.setdefault("sqlite_path", str(sqlite_path))
-        kwargs.setdefault("prefix", prefix)
+        kwargs = {"prefix": prefix, **backend_kwargs(backend, sqlite_path), **kwargs}
         saver = ResilientSaver.from_urls(**kwargs)
         await saver.__aenter__()
         opened.append(saver)
@@ -99,13 +102,41 @@ async def make_saver(backend: str, tmp_path: Path) -> AsyncIterator[SaverFactory
     finally:
         for saver in reversed(opened):
             await saver.__aexit__(None, None, None)
-        if backend in ("postgres", "tiered"):
-            await drop_prefixed_tables(POSTGRES_URL, prefix)
-        if backend == "tiered":
-            await drop_prefixed_keys(REDIS_URL, prefix)
+        await drop_backend(backend, prefix)
 
 
 @pytest.fixture
 async def saver(make_saver: SaverFactory) -> ResilientSaver:
     """One entered async saver on the test's backend (both backends, by parametrization)."""
     return await make_saver()
+
+
+@pytest.fixture
+def sync_prefix(backend: str) -> Iterator[str]:
+    """A prefix of the test's own for savers it builds itself (sync tests), dropped after."""
+    prefix = unique_prefix()
+    try:
+        yield prefix
+    finally:
+        asyncio.run(drop_backend(backend, prefix))
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A table prefix of the test's own on the shared Postgres, dropped after."""
+    value = unique_prefix()
+    try:
+        yield value
+    finally:
+        await drop_prefixed_tables(POSTGRES_URL, value)
+
+
+@pytest.fixture
+def fresh_redis() -> Iterator[RedisServer]:
+    """A private Redis the test may stop, restart (empty) and freeze."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -9,15 +9,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, TypedDict
 
-import pytest
 from langgraph.graph import START, StateGraph
 
 from langgraph_resilient import ResilientSaver
 from tests.checkpoint.test_tiers import RedisRequests
-from tests.conftest import POSTGRES_URL, drop_prefixed_tables, unique_prefix
+from tests.conftest import POSTGRES_URL
 from tests.servers import RedisServer
 
 
@@ -35,29 +33,10 @@ def chain_graph() -> StateGraph[Chain]:
     return builder
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    value = unique_prefix()
-    try:
-        yield value
-    finally:
-        await drop_prefixed_tables(POSTGRES_URL, value)
-
-
-def _kwargs(redis_server: RedisServer, prefix: str) -> dict[str, Any]:
+def _kwargs(fresh_redis: RedisServer, prefix: str) -> dict[str, Any]:
     return {
         "postgres_url": POSTGRES_URL,
-        "redis_url": redis_server.url,
+        "redis_url": fresh_redis.url,
         "prefix": prefix,
         "redis_repair_interval_s": 3600,
     }
@@ -88,11 +67,11 @@ async def _requests_per_turn(
 
 
 async def test_the_lease_costs_fewer_redis_round_trips_than_no_lease(
-    redis_server: RedisServer, prefix: str
+    fresh_redis: RedisServer, prefix: str
 ) -> None:
-    async with ResilientSaver.from_urls(**_kwargs(redis_server, prefix)) as saver:
-        plain = await _requests_per_turn(saver, redis_server.url, "plain", leased=False)
-        leased = await _requests_per_turn(saver, redis_server.url, "leased", leased=True)
+    async with ResilientSaver.from_urls(**_kwargs(fresh_redis, prefix)) as saver:
+        plain = await _requests_per_turn(saver, fresh_redis.url, "plain", leased=False)
+        leased = await _requests_per_turn(saver, fresh_redis.url, "leased", leased=True)
     # plain: a head read plus one publish per put and per put_writes; leased: acquire, head
     # read, one withdrawal, one publication and the release
     assert leased < plain
@@ -101,11 +80,11 @@ async def test_the_lease_costs_fewer_redis_round_trips_than_no_lease(
 
 
 async def test_readers_never_see_a_stale_head_during_or_after_a_lease(
-    redis_server: RedisServer, prefix: str
+    fresh_redis: RedisServer, prefix: str
 ) -> None:
     async with (
-        ResilientSaver.from_urls(**_kwargs(redis_server, prefix)) as holder,
-        ResilientSaver.from_urls(**_kwargs(redis_server, prefix)) as reader,
+        ResilientSaver.from_urls(**_kwargs(fresh_redis, prefix)) as holder,
+        ResilientSaver.from_urls(**_kwargs(fresh_redis, prefix)) as reader,
     ):
         writer_graph = chain_graph().compile(checkpointer=holder)
         reader_graph = chain_graph().compile(checkpointer=reader)
@@ -149,16 +128,16 @@ _DYING_HOLDER = textwrap.dedent(
 
 
 async def test_a_holder_that_dies_before_publishing_leaves_nothing_stale(
-    redis_server: RedisServer, prefix: str
+    fresh_redis: RedisServer, prefix: str
 ) -> None:
-    async with ResilientSaver.from_urls(**_kwargs(redis_server, prefix)) as reader:
+    async with ResilientSaver.from_urls(**_kwargs(fresh_redis, prefix)) as reader:
         graph = chain_graph().compile(checkpointer=reader)
         config = {"configurable": {"thread_id": "t"}}
         await graph.ainvoke({"log": ["before"]}, config)
         assert len((await graph.aget_state(config)).values["log"]) == 6
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: ASYNC240
         result = subprocess.run(  # noqa: ASYNC221 (the test waits for it on purpose)
-            [sys.executable, "-c", _DYING_HOLDER, POSTGRES_URL, redis_server.url, prefix, root],
+            [sys.executable, "-c", _DYING_HOLDER, POSTGRES_URL, fresh_redis.url, prefix, root],
             capture_output=True,
             text=True,
             timeout=60,

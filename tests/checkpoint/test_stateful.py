@@ -17,7 +17,6 @@ backend; two savers share the database like two replicas, and the machine switch
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import uuid
@@ -41,12 +40,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from langgraph_resilient import ResilientSaver
 from tests.conftest import (
-    POSTGRES_URL,
-    REDIS_URL,
     SaverFactory,
-    drop_prefixed_keys,
-    drop_prefixed_tables,
-    unique_prefix,
+    backend_kwargs,
 )
 
 T = TypeVar("T")
@@ -553,30 +548,17 @@ class SaverVersusInMemory(RuleBasedStateMachine):
 
 
 @pytest.fixture
-def replicas(backend: str, tmp_path: Path) -> Iterator[list[ResilientSaver]]:
+def replicas(backend: str, tmp_path: Path, sync_prefix: str) -> Iterator[list[ResilientSaver]]:
     """Two savers entered with plain ``with`` (sync mode) on one database of the backend."""
-    prefix = unique_prefix()
-    kwargs: dict[str, Any]
-    if backend == "sqlite":
-        kwargs = {"sqlite_path": str(tmp_path / "stateful.db")}
-    else:
-        kwargs = {"postgres_url": POSTGRES_URL}
-        if backend == "tiered":
-            kwargs["redis_url"] = REDIS_URL
-    try:
-        with (
-            ResilientSaver.from_urls(prefix=prefix, **kwargs) as first,
-            ResilientSaver.from_urls(prefix=prefix, **kwargs) as second,
-        ):
-            for saver in (first, second):
-                # Small pages, so listing crosses page boundaries (keyset cursor) all the time.
-                saver.settings = dataclasses.replace(saver.settings, list_page_size=3)
-            yield [first, second]
-    finally:
-        if backend != "sqlite":
-            asyncio.run(drop_prefixed_tables(POSTGRES_URL, prefix))
-        if backend == "tiered":
-            asyncio.run(drop_prefixed_keys(REDIS_URL, prefix))
+    kwargs = backend_kwargs(backend, tmp_path / "stateful.db")
+    with (
+        ResilientSaver.from_urls(prefix=sync_prefix, **kwargs) as first,
+        ResilientSaver.from_urls(prefix=sync_prefix, **kwargs) as second,
+    ):
+        for saver in (first, second):
+            # Small pages, so listing crosses page boundaries (keyset cursor) all the time.
+            saver.settings = dataclasses.replace(saver.settings, list_page_size=3)
+        yield [first, second]
 
 
 def test_saver_behaves_like_in_memory_saver(replicas: list[ResilientSaver]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import operator
-from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -15,27 +14,8 @@ from langgraph.graph import START, StateGraph
 
 from langgraph_resilient import ResilientSaver
 from langgraph_resilient.checkpoint.batcher import Batch
-from tests.conftest import POSTGRES_URL, drop_prefixed_tables, unique_prefix
+from tests.conftest import POSTGRES_URL
 from tests.servers import RedisServer
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    value = unique_prefix()
-    try:
-        yield value
-    finally:
-        await drop_prefixed_tables(POSTGRES_URL, value)
 
 
 def _cp(i: int) -> dict[str, Any]:
@@ -82,11 +62,11 @@ class RedisRequests:
 
 
 async def test_round_trips_of_a_warm_head_read_and_of_a_put(
-    redis_server: RedisServer, prefix: str
+    fresh_redis: RedisServer, prefix: str
 ) -> None:
     async with ResilientSaver.from_urls(
         postgres_url=POSTGRES_URL,
-        redis_url=redis_server.url,
+        redis_url=fresh_redis.url,
         prefix=prefix,
         pool_min_size=1,
         pool_max_size=2,
@@ -104,7 +84,7 @@ async def test_round_trips_of_a_warm_head_read_and_of_a_put(
         for conn in connections:
             conn.add_query_logger(lambda record: pg.append(record.query))
 
-        async with RedisRequests(redis_server.url) as requests:
+        async with RedisRequests(fresh_redis.url) as requests:
             await asyncio.sleep(0.1)
             requests.take()
             pg.clear()
@@ -142,9 +122,9 @@ def _turn_graph() -> StateGraph[Turns]:
 
 
 async def test_a_replica_sees_the_other_replicas_writes_and_deletes(
-    redis_server: RedisServer, prefix: str
+    fresh_redis: RedisServer, prefix: str
 ) -> None:
-    kwargs = {"postgres_url": POSTGRES_URL, "redis_url": redis_server.url, "prefix": prefix}
+    kwargs = {"postgres_url": POSTGRES_URL, "redis_url": fresh_redis.url, "prefix": prefix}
     async with (
         ResilientSaver.from_urls(**kwargs) as one,  # type: ignore[arg-type]
         ResilientSaver.from_urls(**kwargs) as two,  # type: ignore[arg-type]
@@ -165,14 +145,14 @@ async def test_a_replica_sees_the_other_replicas_writes_and_deletes(
 
 
 async def test_corrupt_and_foreign_entries_are_dropped_and_reread(
-    redis_server: RedisServer, prefix: str
+    fresh_redis: RedisServer, prefix: str
 ) -> None:
     async with ResilientSaver.from_urls(
-        postgres_url=POSTGRES_URL, redis_url=redis_server.url, prefix=prefix
+        postgres_url=POSTGRES_URL, redis_url=fresh_redis.url, prefix=prefix
     ) as writer:
         config = {"configurable": {"thread_id": "c", "checkpoint_ns": ""}}
         stored = await writer.aput(config, _cp(1), {}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
-    client = redis.asyncio.Redis.from_url(redis_server.url)
+    client = redis.asyncio.Redis.from_url(fresh_redis.url)
     try:
         keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
         assert keys, "the put was cached in Redis"
@@ -184,7 +164,7 @@ async def test_corrupt_and_foreign_entries_are_dropped_and_reread(
     finally:
         await client.aclose()
     async with ResilientSaver.from_urls(
-        postgres_url=POSTGRES_URL, redis_url=redis_server.url, prefix=prefix
+        postgres_url=POSTGRES_URL, redis_url=fresh_redis.url, prefix=prefix
     ) as reader:
         tup = await reader.aget_tuple(config)  # type: ignore[arg-type]
         assert tup is not None and tup.config == stored
@@ -217,21 +197,21 @@ async def _redis_keys(url: str, prefix: str) -> int:
 
 @pytest.mark.fault
 async def test_redis_stopped_mid_run_no_invocation_fails(
-    redis_server: RedisServer, prefix: str
+    fresh_redis: RedisServer, prefix: str
 ) -> None:
     async with ResilientSaver.from_urls(
-        postgres_url=POSTGRES_URL, redis_url=redis_server.url, prefix=prefix
+        postgres_url=POSTGRES_URL, redis_url=fresh_redis.url, prefix=prefix
     ) as saver:
         graph = _turn_graph().compile(checkpointer=saver)
         await _run_turns(graph, 3, range(3))
-        redis_server.stop()
+        fresh_redis.stop()
         await _run_turns(graph, 3, range(3, 7))
         assert saver._tier is not None and saver._tier.breaker.is_open
-        redis_server.start()  # same port, empty: a restart without persistence
+        fresh_redis.start()  # same port, empty: a restart without persistence
         await asyncio.sleep(saver._tier.breaker.open_for_s)
         await _run_turns(graph, 3, range(7, 10))
         assert not saver._tier.breaker.is_open, "Redis is used again"
-        assert await _redis_keys(redis_server.url, prefix) > 0
+        assert await _redis_keys(fresh_redis.url, prefix) > 0
         states = await _final_states(graph, 3)
     expected = [x for turn in range(10) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
     assert states == [expected] * 3, "state identical to a run without the fault"
@@ -239,11 +219,11 @@ async def test_redis_stopped_mid_run_no_invocation_fails(
 
 @pytest.mark.fault
 async def test_redis_frozen_mid_run_no_invocation_fails_and_no_stale_head(
-    redis_server: RedisServer, prefix: str
+    fresh_redis: RedisServer, prefix: str
 ) -> None:
     kwargs: dict[str, Any] = {
         "postgres_url": POSTGRES_URL,
-        "redis_url": redis_server.url,
+        "redis_url": fresh_redis.url,
         "prefix": prefix,
         "redis_socket_timeout_s": 0.2,
     }
@@ -255,11 +235,11 @@ async def test_redis_frozen_mid_run_no_invocation_fails_and_no_stale_head(
         other_graph = _turn_graph().compile(checkpointer=other)
         await _run_turns(graph, 2, range(3))
         assert len(await _final_states(other_graph, 2)) == 2  # the other replica is warm
-        redis_server.freeze()
+        fresh_redis.freeze()
         try:
             await _run_turns(graph, 2, range(3, 6))
         finally:
-            redis_server.thaw()
+            fresh_redis.thaw()
         assert saver._tier is not None and saver._tier.breaker.is_open
         # the other replica never saw the outage: its periodic repair catches up
         await asyncio.sleep(other._tier.repair_interval_s * 2.5)  # type: ignore[union-attr]
@@ -273,11 +253,11 @@ async def test_redis_frozen_mid_run_no_invocation_fails_and_no_stale_head(
 
 
 async def test_a_delete_between_commit_and_publish_does_not_resurrect_the_thread(
-    redis_server: RedisServer, prefix: str
+    fresh_redis: RedisServer, prefix: str
 ) -> None:
     """Replica A commits a checkpoint, replica B deletes the thread, then A publishes to Redis
     (the order a slow network can produce): B must not be served A's deleted checkpoint."""
-    kwargs = {"postgres_url": POSTGRES_URL, "redis_url": redis_server.url, "prefix": prefix}
+    kwargs = {"postgres_url": POSTGRES_URL, "redis_url": fresh_redis.url, "prefix": prefix}
     async with (
         ResilientSaver.from_urls(**kwargs) as a,  # type: ignore[arg-type]
         ResilientSaver.from_urls(**kwargs) as b,  # type: ignore[arg-type]
@@ -301,12 +281,12 @@ async def test_a_delete_between_commit_and_publish_does_not_resurrect_the_thread
 
 
 async def test_a_repeated_regular_write_is_not_cached_over_the_stored_one(
-    redis_server: RedisServer, prefix: str
+    fresh_redis: RedisServer, prefix: str
 ) -> None:
     """A regular write keeps its first value. After the thread's cache was invalidated, a
     repeated write with another value (which the durable tier ignores) must not reach Redis,
     or a later fill would mark the writes complete around the wrong value."""
-    kwargs = {"postgres_url": POSTGRES_URL, "redis_url": redis_server.url, "prefix": prefix}
+    kwargs = {"postgres_url": POSTGRES_URL, "redis_url": fresh_redis.url, "prefix": prefix}
     async with (
         ResilientSaver.from_urls(**kwargs) as a,  # type: ignore[arg-type]
         ResilientSaver.from_urls(**kwargs) as b,  # type: ignore[arg-type]

@@ -27,12 +27,8 @@ from langgraph.types import Command, Send, StateSnapshot, interrupt
 
 from langgraph_resilient import ResilientSaver, SyncCallOnEventLoopError
 from tests.conftest import (
-    POSTGRES_URL,
-    REDIS_URL,
     SaverFactory,
-    drop_prefixed_keys,
-    drop_prefixed_tables,
-    unique_prefix,
+    backend_kwargs,
 )
 
 
@@ -682,27 +678,9 @@ async def test_delta_channel_rebuilds_across_turns_reopen_and_prune(
 @contextmanager
 def sync_saver(backend: str, tmp_path: Path, prefix: str) -> Iterator[ResilientSaver]:
     """A saver entered with plain ``with``, as a sync program would, on the test's backend."""
-    kwargs: dict[str, Any]
-    if backend == "sqlite":
-        kwargs = {"sqlite_path": str(tmp_path / "sync-state.db")}
-    else:
-        kwargs = {"postgres_url": POSTGRES_URL}
-        if backend == "tiered":
-            kwargs["redis_url"] = REDIS_URL
+    kwargs = backend_kwargs(backend, tmp_path / "sync-state.db")
     with ResilientSaver.from_urls(prefix=prefix, **kwargs) as saver:
         yield saver
-
-
-@pytest.fixture
-def sync_prefix(backend: str) -> Iterator[str]:
-    prefix = unique_prefix()
-    try:
-        yield prefix
-    finally:
-        if backend != "sqlite":
-            asyncio.run(drop_prefixed_tables(POSTGRES_URL, prefix))
-        if backend == "tiered":
-            asyncio.run(drop_prefixed_keys(REDIS_URL, prefix))
 
 
 def test_sync_invoke_and_stream_with_interrupt_and_resume(

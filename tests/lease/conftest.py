@@ -32,17 +32,6 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def fresh_redis() -> Iterator[RedisServer]:
-    """A private Redis the test may stop, restart (empty) and freeze."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def dead_redis_url() -> str:
     """A Redis URL nothing listens on (connections are refused)."""
     return f"redis://127.0.0.1:{free_port()}/0"
