@@ -23,7 +23,7 @@ import inspect
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast, overload
+from typing import Any, NamedTuple, TypeVar, cast, overload
 
 from langchain_core.runnables.config import set_config_context
 
@@ -259,6 +259,44 @@ def _resolve_manager(policy: ResiliencePolicy, site: _Site) -> DegradationManage
     return policy.degradation
 
 
+# ====================================================================== the pipeline
+
+
+class _Layers(NamedTuple):
+    """How one flavour (sync or async) wraps a call in each layer."""
+
+    timeout: Callable[[Any, Timeout], Any]
+    breaker: Callable[[Any, CircuitBreaker], Any]
+    retry: Callable[[Any, Retry], Any]
+    bulkhead: Callable[[Any, Bulkhead], Any]
+    fallback: Callable[[Any, Fallback], Any]
+    gate: Callable[[Any, str, DegradationManager], Any]
+    observe: Callable[[Any], Any]
+
+
+def _assemble(
+    policy: ResiliencePolicy, site: _Site, call: Any, layers: _Layers, *, retry: bool
+) -> Any:
+    """Wrap ``call`` in the configured layers, innermost first. Outermost first, the order
+    is: degradation gate, fallback, bulkhead, retry, breaker, per-attempt timeout, the call.
+    A layer that is not configured adds nothing."""
+    fn = call
+    if policy.timeout is not None:
+        fn = layers.timeout(fn, policy.timeout)
+    if policy.breaker is not None:
+        fn = layers.breaker(fn, policy.breaker)
+    if policy.retry is not None and retry and policy.retry.max_attempts > 1:
+        fn = layers.retry(fn, policy.retry)
+    if policy.bulkhead is not None:
+        fn = layers.bulkhead(fn, policy.bulkhead)
+    if policy.fallback is not None:
+        fn = layers.fallback(fn, policy.fallback)
+    manager = _resolve_manager(policy, site)
+    if manager is not None and policy.feature is not None:
+        fn = layers.gate(fn, policy.feature, manager)
+    return call if fn is call else layers.observe(fn)
+
+
 # ====================================================================== sync pipeline
 
 
@@ -267,23 +305,17 @@ def build_sync(
 ) -> SyncCall:
     """The sync pipeline around ``call``; ``retry=False`` leaves the Retry layer out."""
     bus = policy.events
-    fn = call
-    if policy.timeout is not None:
-        fn = _sync_timeout(fn, policy.timeout, site, bus)
-    if policy.breaker is not None:
-        fn = _sync_breaker(fn, policy.breaker, site)
-    if policy.retry is not None and retry and policy.retry.max_attempts > 1:
-        fn = _sync_retry(fn, policy.retry, site, bus)
-    if policy.bulkhead is not None:
-        fn = _sync_bulkhead(fn, policy.bulkhead, site, bus)
-    if policy.fallback is not None:
-        fn = _sync_fallback(fn, policy.fallback, site, bus)
-    manager = _resolve_manager(policy, site)
-    if manager is not None and policy.feature is not None:
-        fn = _sync_gate(fn, policy.feature, manager, policy.fallback, site, bus)
-    if fn is call:
-        return call
-    return _sync_observe(fn, site, bus)
+    layers = _Layers(
+        timeout=lambda fn, t: _sync_timeout(fn, t, site, bus),
+        breaker=lambda fn, b: _sync_breaker(fn, b, site),
+        retry=lambda fn, r: _sync_retry(fn, r, site, bus),
+        bulkhead=lambda fn, b: _sync_bulkhead(fn, b, site, bus),
+        fallback=lambda fn, f: _sync_fallback(fn, f, site, bus),
+        gate=lambda fn, feature, m: _sync_gate(fn, feature, m, policy.fallback, site, bus),
+        observe=lambda fn: _sync_observe(fn, site, bus),
+    )
+    pipeline: SyncCall = _assemble(policy, site, call, layers, retry=retry)
+    return pipeline
 
 
 def _sync_observe(next_: SyncCall, site: _Site, bus: EventBus) -> SyncCall:
@@ -558,23 +590,17 @@ def build_async(
     """The async pipeline around ``call``. ``thread_backed``: the call runs sync code in a
     thread (a sync node under ``ainvoke``), so a timeout abandons that thread."""
     bus = policy.events
-    fn = call
-    if policy.timeout is not None:
-        fn = _async_timeout(fn, policy.timeout, site, bus, thread_backed)
-    if policy.breaker is not None:
-        fn = _async_breaker(fn, policy.breaker, site)
-    if policy.retry is not None and retry and policy.retry.max_attempts > 1:
-        fn = _async_retry(fn, policy.retry, site, bus)
-    if policy.bulkhead is not None:
-        fn = _async_bulkhead(fn, policy.bulkhead, site, bus)
-    if policy.fallback is not None:
-        fn = _async_fallback(fn, policy.fallback, site, bus)
-    manager = _resolve_manager(policy, site)
-    if manager is not None and policy.feature is not None:
-        fn = _async_gate(fn, policy.feature, manager, policy.fallback, site, bus)
-    if fn is call:
-        return call
-    return _async_observe(fn, site, bus)
+    layers = _Layers(
+        timeout=lambda fn, t: _async_timeout(fn, t, site, bus, thread_backed),
+        breaker=lambda fn, b: _async_breaker(fn, b, site),
+        retry=lambda fn, r: _async_retry(fn, r, site, bus),
+        bulkhead=lambda fn, b: _async_bulkhead(fn, b, site, bus),
+        fallback=lambda fn, f: _async_fallback(fn, f, site, bus),
+        gate=lambda fn, feature, m: _async_gate(fn, feature, m, policy.fallback, site, bus),
+        observe=lambda fn: _async_observe(fn, site, bus),
+    )
+    pipeline: AsyncCall = _assemble(policy, site, call, layers, retry=retry)
+    return pipeline
 
 
 def _async_observe(next_: AsyncCall, site: _Site, bus: EventBus) -> AsyncCall:
