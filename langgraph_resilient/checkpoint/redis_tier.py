@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ormsgpack
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from langgraph_resilient.checkpoint.batcher import Batch, Stored
 from langgraph_resilient.checkpoint.cache import LocalCache
@@ -43,6 +43,7 @@ from langgraph_resilient.checkpoint.records import (
     WriteRecord,
 )
 from langgraph_resilient.checkpoint.redis_conn import RedisSettings
+from langgraph_resilient.checkpoint.redis_wire import LuaScript, ScriptCall, script_runner
 from langgraph_resilient.checkpoint.store import DurableStore
 from langgraph_resilient.observability import metrics
 
@@ -200,6 +201,11 @@ end
 return new
 """
 
+READ = LuaScript(READ_LUA)
+PUT = LuaScript(PUT_LUA)
+WRITES = LuaScript(WRITES_LUA)
+WITHDRAW = LuaScript(WITHDRAW_LUA)
+
 
 class RedisUnavailable(Exception):
     """Redis failed, timed out, or its breaker is open: use the durable tier."""
@@ -324,10 +330,7 @@ class RedisTier:
         self.store = store
         self.breaker = breaker or TierBreaker()
         self.repair_interval_s = settings.repair_interval_s
-        self._read = client.register_script(READ_LUA)
-        self._put = client.register_script(PUT_LUA)
-        self._writes = client.register_script(WRITES_LUA)
-        self._withdraw = client.register_script(WITHDRAW_LUA)
+        self._scripts = script_runner(client, settings.socket_timeout_s * 2)
         self._recovering = asyncio.Lock()
         self._repair_task: asyncio.Task[None] | None = None
 
@@ -341,8 +344,9 @@ class RedisTier:
 
     # ---------------------------------------------------------------- breaker
 
-    async def _call(self, name: str, op: Callable[[], Awaitable[T]]) -> T:
-        """Run one Redis round trip under the breaker and a hard time limit."""
+    async def _call(self, name: str, op: Callable[[], Awaitable[T]], *, limit: bool = True) -> T:
+        """Run one Redis round trip under the breaker and a hard time limit (``limit=False``:
+        ``op`` enforces its own)."""
         if self.breaker.is_open:
             if not self.breaker.probe_due() or self._recovering.locked():
                 raise RedisUnavailable("breaker open")
@@ -353,7 +357,10 @@ class RedisTier:
                 # cancelled mid-call is never left to redis-py's cancellation handling (with
                 # asyncio.timeout a cancelled lease waiter sometimes kept waiting: measured 2
                 # failures in 10 runs of test_cancelled_callers_leave_no_lease_behind, 0 in 10)
-                result = await asyncio.wait_for(op(), self.settings.socket_timeout_s * 2)
+                if limit:
+                    result = await asyncio.wait_for(op(), self.settings.socket_timeout_s * 2)
+                else:
+                    result = await op()
         except (RedisError, OSError, TimeoutError) as exc:
             metrics.CHECKPOINT_REDIS_FAILURES.inc()
             if self.breaker.failure():
@@ -386,10 +393,7 @@ class RedisTier:
             dirty = await self.store.dirty_threads(500)
             if not dirty:
                 return repaired
-            pipe = self.client.pipeline(transaction=False)
-            for thread_id, _ in dirty:
-                pipe.incr(self._gen_key(thread_id))
-            await pipe.execute()
+            await self._scripts.commands([("INCR", self._gen_key(tid)) for tid, _ in dirty])
             await self.store.clear_dirty(dirty)
             repaired += len(dirty)
             if len(dirty) < 500:
@@ -415,6 +419,7 @@ class RedisTier:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         try:
+            await self._scripts.close()
             await self.client.aclose()
         except Exception:
             log.debug("closing the Redis client failed", exc_info=True)
@@ -443,13 +448,8 @@ class RedisTier:
         if known_id and self.cache.get(("c", thread_id, known_gen, ns, known_id)) is None:
             known_id = ""
         try:
-            reply = await self._call(
-                "read",
-                lambda: self._read(
-                    keys=[self._gen_key(thread_id)],
-                    args=[self._base(thread_id), ns, checkpoint_id or "", known_id, known_gen],
-                ),
-            )
+            args = [self._base(thread_id), ns, checkpoint_id or "", known_id, known_gen]
+            reply = await self._script("read", READ, [self._gen_key(thread_id)], args)
         except RedisUnavailable:
             return Lookup(None, None)
         try:
@@ -598,9 +598,7 @@ class RedisTier:
             tid, ns, cid, cached, blobs, (), mode="publish", expected_gen=self._gen_seen(tid)
         )
         try:
-            reply = await self._call(
-                "publish", lambda: self._put(keys=[self._gen_key(tid)], args=args)
-            )
+            reply = await self._script("publish", PUT, [self._gen_key(tid)], args)
         except RedisUnavailable:
             await self.mark_dirty([tid])
             return
@@ -612,34 +610,18 @@ class RedisTier:
         """Publish writes the durable tier acknowledged."""
         args = self._writes_args(thread_id, ns, cid, writes)
         try:
-            await self._call(
-                "publish_writes", lambda: self._writes(keys=[self._gen_key(thread_id)], args=args)
-            )
+            await self._script("publish_writes", WRITES, [self._gen_key(thread_id)], args)
         except RedisUnavailable:
             await self.mark_dirty([thread_id])
 
-    async def _evalsha_pipeline(self, calls: Sequence[tuple[Any, str, list[Any]]]) -> list[Any]:
-        """Several script calls in one round trip.
+    async def _script(self, name: str, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        """One script call, one round trip, under the breaker."""
+        replies = await self._batch(name, [(script, keys, args)])
+        return replies[0]
 
-        redis-py's pipelines ask ``SCRIPT EXISTS`` before every execution that holds scripts,
-        a second round trip; here the scripts run by hash, and only a server that lost them
-        (a restart) costs a reload and one replay (the scripts are idempotent).
-        """
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for script, key, args in calls:
-                pipe.evalsha(script.sha, 1, key, *args)
-            replies = list(await pipe.execute(raise_on_error=False))
-            if not any(isinstance(r, NoScriptError) for r in replies):
-                for reply in replies:
-                    if isinstance(reply, Exception):
-                        raise reply
-                return replies
-            if attempt == 2:
-                break
-            for script in {id(c[0]): c[0] for c in calls}.values():
-                await self.client.script_load(script.script)
-        raise RedisError("scripts missing after reload")
+    async def _batch(self, name: str, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Several script calls in one round trip, under the breaker."""
+        return await self._call(name, lambda: self._scripts.run(calls), limit=False)
 
     async def after_batch(self, batch: Batch, stored: Stored) -> None:
         """Publish a group-committed batch: every script call in one pipelined round trip.
@@ -660,28 +642,25 @@ class RedisTier:
             (cp, *self._published(cp)) for cp in batch.checkpoints if cp.thread_id not in repeated
         ]
 
-        calls: list[tuple[Any, str, list[Any]]] = []
+        calls: list[ScriptCall] = []
         for cp, cached, blobs in published:
             tid, ns, cid = cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id
             args = self._record_args(
                 tid, ns, cid, cached, blobs, (), mode="publish", expected_gen=self._gen_seen(tid)
             )
-            calls.append((self._put, self._gen_key(tid), args))
+            calls.append((PUT, [self._gen_key(tid)], args))
         for op in batch.writes:
             head = (op.thread_id, op.checkpoint_ns, op.checkpoint_id)
             writes = [w for w in op.writes if (*head, w.task_id, w.idx) in stored.writes]
             if writes:
                 args = self._writes_args(*head, writes)
-                calls.append((self._writes, self._gen_key(op.thread_id), args))
+                calls.append((WRITES, [self._gen_key(op.thread_id)], args))
 
         if not calls:
             return
 
-        async def send() -> list[Any]:
-            return await self._evalsha_pipeline(calls)
-
         try:
-            replies = await self._call("publish_batch", send)
+            replies = await self._batch("publish_batch", calls)
         except RedisUnavailable:
             threads = {cp.thread_id for cp in batch.checkpoints}
             threads |= {op.thread_id for op in batch.writes}
@@ -719,9 +698,7 @@ class RedisTier:
             expected_gen=gen,
         )
         try:
-            reply = await self._call(
-                "fill", lambda: self._put(keys=[self._gen_key(tid)], args=args)
-            )
+            reply = await self._script("fill", PUT, [self._gen_key(tid)], args)
         except RedisUnavailable:
             return
         self._remember(tid, reply, ns, cid, record, blobs, advance_head=head)
@@ -738,7 +715,7 @@ class RedisTier:
         previous = self._gen_seen(thread_id)
         try:
             keys = [self._gen_key(thread_id), self._base(thread_id) + "epoch"]
-            gen = await self._call("withdraw", lambda: self._withdraw(keys=keys))
+            gen = await self._script("withdraw", WITHDRAW, keys, [])
         except RedisUnavailable:
             return False
         deferred.gen, deferred.previous_gen = str(gen), previous
@@ -760,7 +737,7 @@ class RedisTier:
         gen = deferred.gen
         if gen is None or not deferred.heads:
             return
-        calls: list[tuple[Any, str, list[Any]]] = []
+        calls: list[ScriptCall] = []
         published = []
         for ns, record in deferred.heads.items():
             cached, blobs = self._published(record)
@@ -776,10 +753,10 @@ class RedisTier:
                 thread_id, ns, record.checkpoint_id, cached, blobs, writes,
                 mode="publish", expected_gen=gen,
             )  # fmt: skip
-            calls.append((self._put, self._gen_key(thread_id), args))
+            calls.append((PUT, [self._gen_key(thread_id)], args))
             published.append((record, cached, blobs))
         try:
-            replies = await self._call("publish_deferred", lambda: self._evalsha_pipeline(calls))
+            replies = await self._batch("publish_deferred", calls)
         except RedisUnavailable:
             await self.mark_dirty([thread_id])
             return
@@ -807,13 +784,8 @@ class RedisTier:
         if not thread_ids:
             return
 
-        async def bump() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for thread_id in thread_ids:
-                pipe.incr(self._gen_key(thread_id))
-            return list(await pipe.execute())
-
+        bumps = [("INCR", self._gen_key(thread_id)) for thread_id in thread_ids]
         try:
-            await self._call("invalidate", bump)
+            await self._call("invalidate", lambda: self._scripts.commands(bumps), limit=False)
         except RedisUnavailable:
             await self.mark_dirty(thread_ids)

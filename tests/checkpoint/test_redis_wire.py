@@ -1,0 +1,205 @@
+"""The Redis tier's own RESP pipeline, against real Redis servers.
+
+The shared Redis checks encoding and reply parsing; a private server (``fresh_redis``) is
+flushed, stopped and frozen to check script reloading, reconnecting, timeouts and that a caller
+who gives up never receives, or steals, another caller's reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from langgraph_resilient.checkpoint.redis_conn import RedisSettings, connect
+from langgraph_resilient.checkpoint.redis_wire import (
+    LuaScript,
+    PipelineScripts,
+    ScriptRunner,
+    WireScripts,
+    encode_command,
+    parse_reply,
+    script_runner,
+)
+from tests.conftest import REDIS_URL
+from tests.servers import RedisServer
+
+ECHO = LuaScript("return {KEYS[1], ARGV[1], tonumber(ARGV[2]), false, {ARGV[3]}}")
+INCR = LuaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+FAIL = LuaScript("return redis.error_reply('ERR refused on purpose')")
+
+
+@pytest.fixture
+async def runners() -> AsyncIterator[list[ScriptRunner]]:
+    """The wire and the pipeline runner on the shared Redis (the pipeline runner is the one
+    Redis Cluster uses; both must answer alike)."""
+    client = connect(RedisSettings(url=REDIS_URL))
+    made: list[ScriptRunner] = [WireScripts(client, 2.0), PipelineScripts(client, 2.0)]
+    try:
+        yield made
+    finally:
+        for runner in made:
+            await runner.close()
+        await client.aclose()
+
+
+def _key() -> str:
+    return f"lgr-wire-test:{{{secrets.token_hex(4)}}}"
+
+
+async def test_replies_round_trip_binary_nested_nil_and_integers(
+    runners: list[ScriptRunner],
+) -> None:
+    payload = bytes(range(256)) * 3 + b"\r\n$5\r\n*1\r\n"
+    for runner in runners:
+        key = _key()
+        [reply] = await runner.run([(ECHO, [key], [payload, 42, "x"])])
+        assert reply == [key.encode(), payload, 42, None, [b"x"]]
+
+
+async def test_a_large_reply_split_over_many_reads(runners: list[ScriptRunner]) -> None:
+    big = secrets.token_bytes(700_000)
+    for runner in runners:
+        [reply] = await runner.run([(ECHO, [_key()], [big, 1, ""])])
+        assert reply[1] == big
+
+
+async def test_many_calls_in_one_round_trip_keep_their_order(runners: list[ScriptRunner]) -> None:
+    for runner in runners:
+        key = _key()
+        replies = await runner.run([(INCR, [key], [i]) for i in range(1, 101)])
+        assert replies == [i * (i + 1) // 2 for i in range(1, 101)]
+
+
+async def test_concurrent_callers_each_get_their_own_replies(runners: list[ScriptRunner]) -> None:
+    for runner in runners:
+        keys = [_key() for _ in range(50)]
+
+        async def caller(runner: ScriptRunner, key: str, n: int) -> list[Any]:
+            return await runner.run([(ECHO, [key], [f"v{n}", n, key])])
+
+        replies = await asyncio.gather(*(caller(runner, k, n) for n, k in enumerate(keys)))
+        for n, (key, [reply]) in enumerate(zip(keys, replies, strict=True)):
+            assert reply == [key.encode(), f"v{n}".encode(), n, None, [key.encode()]]
+
+
+async def test_an_error_reply_raises_after_every_reply_was_read(
+    runners: list[ScriptRunner],
+) -> None:
+    for runner in runners:
+        key = _key()
+        with pytest.raises(ResponseError, match="refused on purpose"):
+            await runner.run([(INCR, [key], [1]), (FAIL, [key], []), (INCR, [key], [1])])
+        # The connection is still in step: the next call gets its own reply.
+        assert await runner.run([(INCR, [key], [10])]) == [12]
+
+
+async def test_plain_commands(runners: list[ScriptRunner]) -> None:
+    for runner in runners:
+        key = _key()
+        assert await runner.commands([("INCR", key), ("INCR", key), ("GET", key)]) == [1, 2, b"2"]
+
+
+async def test_scripts_are_reloaded_after_the_server_lost_them(fresh_redis: RedisServer) -> None:
+    client = connect(RedisSettings(url=fresh_redis.url))
+    runner = script_runner(client, 2.0)
+    assert isinstance(runner, WireScripts)
+    try:
+        key = _key()
+        assert await runner.run([(INCR, [key], [1])]) == [1]
+        admin = redis.asyncio.Redis.from_url(fresh_redis.url)
+        await admin.script_flush()
+        await admin.aclose()
+        assert await runner.run([(INCR, [key], [1]), (INCR, [key], [2])]) == [2, 4]
+    finally:
+        await runner.close()
+        await client.aclose()
+
+
+async def test_a_stopped_server_fails_fast_and_a_restarted_one_is_used_again(
+    fresh_redis: RedisServer,
+) -> None:
+    client = connect(RedisSettings(url=fresh_redis.url))
+    runner = WireScripts(client, 2.0)
+    try:
+        key = _key()
+        assert await runner.run([(INCR, [key], [1])]) == [1]
+        fresh_redis.stop()
+        started = time.monotonic()
+        for _ in range(2):
+            with pytest.raises((RedisConnectionError, OSError)):
+                await runner.run([(INCR, [key], [1])])
+        assert time.monotonic() - started < 1.0, "refused connections fail at once"
+        fresh_redis.start()  # empty, and without the scripts
+        assert await runner.run([(INCR, [key], [5])]) == [5]
+    finally:
+        await runner.close()
+        await client.aclose()
+
+
+async def test_a_frozen_server_times_out_and_the_next_call_reconnects(
+    fresh_redis: RedisServer,
+) -> None:
+    client = connect(RedisSettings(url=fresh_redis.url))
+    runner = WireScripts(client, 0.3)
+    try:
+        key = _key()
+        assert await runner.run([(INCR, [key], [1])]) == [1]
+        fresh_redis.freeze()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await runner.run([(INCR, [key], [1])])
+        assert time.monotonic() - started < 1.0
+        fresh_redis.thaw()
+        # The timed-out INCR may have run after the thaw; the new connection sees its effect.
+        assert await runner.run([(INCR, [key], [0])]) in ([1], [2])
+    finally:
+        await runner.close()
+        await client.aclose()
+
+
+async def test_a_cancelled_caller_neither_gets_nor_steals_a_reply(
+    fresh_redis: RedisServer,
+) -> None:
+    client = connect(RedisSettings(url=fresh_redis.url))
+    runner = WireScripts(client, 5.0)
+    try:
+        key = _key()
+        assert await runner.run([(INCR, [key], [1])]) == [1]
+        fresh_redis.freeze()
+        gave_up = asyncio.create_task(runner.run([(ECHO, [key], ["first", 1, ""])]))
+        await asyncio.sleep(0.05)
+        gave_up.cancel()
+        later = asyncio.create_task(runner.run([(ECHO, [key], ["second", 2, ""])]))
+        await asyncio.sleep(0.05)
+        fresh_redis.thaw()
+        [reply] = await later
+        assert reply[1:3] == [b"second", 2]
+        assert gave_up.cancelled()
+    finally:
+        await runner.close()
+        await client.aclose()
+
+
+def test_parse_reply_waits_for_a_whole_reply() -> None:
+    whole = b"*2\r\n$3\r\nabc\r\n:7\r\n"
+    assert parse_reply(whole, 0) == ([b"abc", 7], len(whole))
+    for cut in range(1, len(whole)):
+        with pytest.raises(Exception) as info:  # the private _Incomplete
+            parse_reply(whole[:cut], 0)
+        assert type(info.value).__name__ == "_Incomplete"
+
+
+def test_encode_command_refuses_values_redis_cannot_hold() -> None:
+    assert encode_command("SET", "k", 1) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n"
+    with pytest.raises(TypeError):
+        encode_command("SET", "k", None)
+    with pytest.raises(TypeError):
+        encode_command("SET", "k", True)
