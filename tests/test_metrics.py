@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from langgraph.checkpoint.base import empty_checkpoint
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -53,3 +57,38 @@ async def test_tier_hits_are_counted(make_saver: SaverFactory, backend: str) -> 
     await saver.aget_tuple(config)  # type: ignore[arg-type]
     expected = hits + 1 if backend == "tiered" else hits
     assert _value("langgraph_checkpoint_cache_reads_total", {"result": "hit"}) == expected
+
+
+SPANS_SCRIPT = """
+import asyncio, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from langgraph_resilient import ResilientSaver
+from langgraph_resilient.observability import metrics
+
+async def op(path):
+    async with ResilientSaver.from_urls(sqlite_path=path) as saver:
+        await saver.aget_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+
+exporter = InMemorySpanExporter()
+asyncio.run(op(sys.argv[1] + "/before.sqlite"))  # no SDK yet: no span, nothing fails
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+asyncio.run(op(sys.argv[1] + "/after.sqlite"))
+print(sorted({(s.name, s.attributes["tier"]) for s in exporter.get_finished_spans()}))
+"""
+
+
+def test_spans_are_recorded_once_an_sdk_is_configured(tmp_path: Path) -> None:
+    # A fresh process: a tracer provider can be set only once per process.
+    out = subprocess.run(
+        [sys.executable, "-c", SPANS_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "('checkpoint.get_tuple', 'sqlite')" in out.stdout, out.stdout + out.stderr

