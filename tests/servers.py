@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PG_BIN = Path(os.environ.get("LGR_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -178,3 +179,202 @@ class PgBouncer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    """``count`` different free ports on 127.0.0.1."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _kill(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a process this module started, by its PID, and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+    proc.wait(timeout=10)
+
+
+def _redis_cli(port: int, *args: str, timeout_s: float = 10.0) -> str:
+    done = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        check=True, capture_output=True, timeout=timeout_s,
+    )  # fmt: skip
+    return done.stdout.decode()
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(subprocess.SubprocessError):
+            if check():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} after {timeout_s}s")
+
+
+class RedisSentinelServers:
+    """A private Redis master and one Sentinel (quorum 1) that monitors it as ``service``.
+
+    The Sentinel's configuration lives in a private directory: Sentinel rewrites it.
+    """
+
+    def __init__(self, service: str = "mymaster") -> None:
+        self.service = service
+        self.master = RedisServer()
+        self.port = free_port()
+        while self.port == self.master.port:
+            self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="lgr-sentinel-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/{db}"
+
+    def start(self) -> None:
+        self.master.start()
+        conf = self.root / "sentinel.conf"
+        conf.write_text(
+            f"bind 127.0.0.1\nport {self.port}\ndaemonize no\nloglevel warning\n"
+            f'dir "{self.root}"\nlogfile ""\n'
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.service} 5000\n"
+        )
+        self.proc = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_port(self.port)
+        expected = f"127.0.0.1\n{self.master.port}\n"
+        _wait_until(
+            lambda: (
+                _redis_cli(self.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+                == expected
+            ),
+            f"the sentinel on {self.port} does not know {self.service}",
+        )
+
+    def stop(self) -> None:
+        try:
+            _kill(self.proc)
+            self.proc = None
+        finally:
+            self.master.stop()
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class RedisClusterServers:
+    """A private Redis Cluster: ``size`` masters on loopback, no replicas, no persistence."""
+
+    def __init__(self, size: int = 3) -> None:
+        ports = _distinct_free_ports(2 * size)
+        self.ports = ports[:size]
+        self.bus_ports = ports[size:]  # explicit: port + 10000 may be past 65535
+        self.root = Path(tempfile.mkdtemp(prefix="lgr-cluster-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> None:
+        for port, bus_port in zip(self.ports, self.bus_ports, strict=True):
+            command = [
+                "redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                "--cluster-enabled", "yes", "--cluster-port", str(bus_port),
+                "--cluster-config-file", str(self.root / f"nodes-{port}.conf"),
+                "--dir", str(self.root), "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--loglevel", "warning",
+            ]  # fmt: skip
+            self.procs.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        for port in self.ports:
+            wait_port(port)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        for port in self.ports:
+            _wait_until(
+                lambda port=port: "cluster_state:ok" in _redis_cli(port, "CLUSTER", "INFO"),
+                f"the cluster node on {port} is not ok",
+            )
+
+    def stop(self) -> None:
+        try:
+            for proc in self.procs:  # all killed first: one slow exit must not spare the rest
+                if proc.poll() is None:
+                    proc.kill()
+            for proc in self.procs:
+                _kill(proc)
+            self.procs = []
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class TlsRedisServer:
+    """A private redis-server that only speaks TLS, with a certificate from a throwaway CA
+    (server certificate for IP 127.0.0.1; clients are not asked for certificates)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="lgr-tls-"))
+        self.ca_cert = self.root / "ca.crt"
+        self.cert = self.root / "server.crt"
+        self.key = self.root / "server.key"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._make_certificates()
+
+    def _make_certificates(self) -> None:
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        ca_key = self.root / "ca.key"
+        csr = self.root / "server.csr"
+        ext = self.root / "server.ext"
+        ext.write_text(
+            "subjectAltName = IP:127.0.0.1\nbasicConstraints = critical, CA:FALSE\n"
+            "keyUsage = critical, digitalSignature, keyEncipherment\n"
+            "extendedKeyUsage = serverAuth\nsubjectKeyIdentifier = hash\n"
+            "authorityKeyIdentifier = keyid, issuer\n"
+        )
+        for command in (
+            ["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(self.ca_cert),
+             "-days", "2", "-subj", "/CN=lgr test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            ["openssl", "req", *ec, "-keyout", str(self.key), "-out", str(csr),
+             "-subj", "/CN=127.0.0.1"],
+            ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(self.ca_cert),
+             "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(self.cert), "-days", "2",
+             "-extfile", str(ext)],
+        ):  # fmt: skip
+            subprocess.run(command, check=True, capture_output=True, timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca_cert}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", "0",
+             "--tls-port", str(self.port), "--tls-cert-file", str(self.cert),
+             "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.ca_cert),
+             "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        try:
+            _kill(self.proc)
+            self.proc = None
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -51,6 +51,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from langgraph_resilient.checkpoint.redis_conn import describe
 from langgraph_resilient.checkpoint.store import EPOCH_BAND
 from langgraph_resilient.errors import ConfigurationError, LockTimeoutError, StaleLeaseError
 
@@ -679,8 +680,8 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             if not _redis_unavailable(exc):
                 raise
             if breaker.failure():
-                log.warning("Redis unavailable for thread leases: %r", exc)
-            raise _RedisDown(repr(exc)) from exc
+                log.warning("Redis unavailable for thread leases: %s", describe(exc))
+            raise _RedisDown(describe(exc)) from exc
         breaker.success()
         return result
 

@@ -63,6 +63,19 @@ class RedisSettings:
             raise ConfigurationError("redis_repair_interval_s must be > 0")
 
 
+def describe(exc: BaseException) -> str:
+    """A Redis error for a message or a log line.
+
+    redis-py 8's ``repr`` of its errors names only a category (``network:ConnectionError``);
+    this keeps the text and the underlying cause (a refused connection, a certificate error).
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) not in text:
+        text += f" (from {type(cause).__name__}: {cause})"
+    return text
+
+
 def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
     hosts = []
     for part in netloc.rsplit("@", 1)[-1].split(","):

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ormsgpack
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from langgraph_resilient.checkpoint.batcher import Batch, Stored
 from langgraph_resilient.checkpoint.cache import LocalCache
@@ -42,7 +42,7 @@ from langgraph_resilient.checkpoint.records import (
     CheckpointRow,
     WriteRecord,
 )
-from langgraph_resilient.checkpoint.redis_conn import RedisSettings
+from langgraph_resilient.checkpoint.redis_conn import RedisSettings, describe
 from langgraph_resilient.checkpoint.redis_wire import LuaScript, ScriptCall, script_runner
 from langgraph_resilient.checkpoint.store import DurableStore
 from langgraph_resilient.observability import metrics
@@ -361,12 +361,13 @@ class RedisTier:
                     result = await asyncio.wait_for(op(), self.settings.socket_timeout_s * 2)
                 else:
                     result = await op()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             metrics.CHECKPOINT_REDIS_FAILURES.inc()
             if self.breaker.failure():
                 metrics.CHECKPOINT_REDIS_AVAILABLE.set(0)
-                log.warning("Redis tier unavailable, using the durable tier alone: %r", exc)
-            raise RedisUnavailable(repr(exc)) from exc
+                why = describe(exc)
+                log.warning("Redis tier unavailable, using the durable tier alone: %s", why)
+            raise RedisUnavailable(describe(exc)) from exc
         self.breaker.success()
         return result
 
@@ -381,7 +382,7 @@ class RedisTier:
                 )
             except Exception as exc:
                 self.breaker.failure()
-                raise RedisUnavailable(f"recovery failed: {exc!r}") from exc
+                raise RedisUnavailable(f"recovery failed: {describe(exc)}") from exc
             self.breaker.success()
             metrics.CHECKPOINT_REDIS_AVAILABLE.set(1)
             log.warning("Redis tier is back; dirty threads repaired")

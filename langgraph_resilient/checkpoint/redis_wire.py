@@ -271,7 +271,8 @@ class WireScripts:
 
 
 class PipelineScripts:
-    """Script calls through redis-py pipelines (Redis Cluster)."""
+    """Script calls through redis-py pipelines (Redis Cluster: redis-py routes each call to
+    the node that owns its key's slot)."""
 
     def __init__(self, client: Any, timeout_s: float) -> None:
         self._client = client
@@ -286,7 +287,8 @@ class PipelineScripts:
         for attempt in (1, 2):
             pipe = self._client.pipeline(transaction=False)
             for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                # execute_command: cluster pipelines refuse pipe.evalsha() outright
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             replies = list(await pipe.execute(raise_on_error=False))
             if attempt == 2 or not any(isinstance(r, NoScriptError) for r in replies):
                 _raise_first_error(replies)

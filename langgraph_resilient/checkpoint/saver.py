@@ -53,7 +53,7 @@ from langgraph_resilient.checkpoint.records import (
     ListQuery,
     WriteRecord,
 )
-from langgraph_resilient.checkpoint.redis_conn import RedisSettings
+from langgraph_resilient.checkpoint.redis_conn import RedisSettings, describe
 from langgraph_resilient.checkpoint.redis_tier import DeferredPublication, RedisTier
 from langgraph_resilient.checkpoint.settings import (
     PostgresSettings,
@@ -275,10 +275,12 @@ class ResilientSaver(
             if self.redis_required:
                 await tier.stop()
                 raise TierUnavailableError(
-                    "redis", f"cannot connect to {redact(settings.url)}: {exc!r}"
+                    "redis", f"cannot connect to {redact(settings.url)}: {describe(exc)}"
                 ) from exc
             logging.getLogger("langgraph_resilient.redis").warning(
-                "Redis at %s is unreachable; starting without it: %r", redact(settings.url), exc
+                "Redis at %s is unreachable; starting without it: %s",
+                redact(settings.url),
+                describe(exc),
             )
             tier.breaker.trip()
             metrics.CHECKPOINT_REDIS_AVAILABLE.set(0)

@@ -1,0 +1,204 @@
+"""The Redis tier on every accepted URL form against real servers: Sentinel
+(``redis+sentinel://``), Cluster (``redis+cluster://``) and TLS (``rediss://``).
+
+Each test starts its own servers on free loopback ports, runs a graph on several threads
+through a saver that requires Redis, and checks that the state is right, that the tier really
+wrote to Redis (keys under the test's prefix, on the servers of that topology), that no Redis
+call failed, and that a head read is served by the cache tiers (also by a second replica whose
+in-process cache is cold, so it can only have come from Redis).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+from prometheus_client import REGISTRY
+
+from langgraph_resilient import ResilientSaver, TierUnavailableError
+from langgraph_resilient.checkpoint.redis_wire import PipelineScripts, WireScripts
+from tests.checkpoint.test_tiers import _final_states, _run_turns, _turn_graph
+from tests.conftest import POSTGRES_URL
+from tests.servers import RedisClusterServers, RedisSentinelServers, TlsRedisServer
+
+TURNS = 3
+
+
+def _metric(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+def _hits() -> float:
+    return _metric("langgraph_checkpoint_cache_reads_total", {"result": "hit"})
+
+
+def _redis_failures() -> float:
+    return _metric("langgraph_checkpoint_redis_failures_total")
+
+
+def _expected_turns() -> list[str]:
+    return [x for turn in range(TURNS) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
+
+
+async def _keys(client: Any, prefix: str) -> list[str]:
+    """Every key under ``prefix`` on one server."""
+    try:
+        return [k.decode() async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+    finally:
+        await client.aclose()
+
+
+def _threads_with_keys(keys: list[str], prefix: str, threads: int) -> set[str]:
+    """The thread ids (``t0``...) that own at least one of ``keys``."""
+    return {f"t{t}" for t in range(threads) for k in keys if k.startswith(f"{prefix}{{t{t}}}:")}
+
+
+async def _run_on(
+    redis_url: str, prefix: str, threads: int, runner: type[Any], **kwargs: Any
+) -> None:
+    """Run the graph through a saver that requires ``redis_url``; check the state, the cache
+    hits (warm replica, then a cold one) and that no Redis call failed."""
+    saver_kwargs: dict[str, Any] = {
+        "postgres_url": POSTGRES_URL,
+        "redis_url": redis_url,
+        "prefix": prefix,
+        "redis_required": True,
+        **kwargs,
+    }
+    failures = _redis_failures()
+    expected = _expected_turns()
+    async with ResilientSaver.from_urls(**saver_kwargs) as saver:
+        tier = saver._tier
+        assert tier is not None and saver.redis is not None
+        assert isinstance(tier._scripts, runner), type(tier._scripts)
+        graph = _turn_graph().compile(checkpointer=saver)
+        await _run_turns(graph, threads, range(TURNS))
+        assert await _final_states(graph, threads) == [expected] * threads
+
+        for t in range(threads):
+            hits = _hits()
+            head = await saver.aget_tuple({"configurable": {"thread_id": f"t{t}"}})
+            assert head is not None and head.checkpoint["channel_values"]["turns"] == expected
+            assert _hits() == hits + 1, f"a warm head read of t{t} is a cache hit"
+        assert not tier.breaker.is_open
+
+    # A second replica: its in-process cache is empty, so its hits come from Redis itself.
+    async with ResilientSaver.from_urls(**saver_kwargs) as cold:
+        assert cold._tier is not None
+        for t in range(threads):
+            hits = _hits()
+            head = await cold.aget_tuple({"configurable": {"thread_id": f"t{t}"}})
+            assert head is not None and head.checkpoint["channel_values"]["turns"] == expected
+            assert _hits() == hits + 1, f"a cold replica's head read of t{t} is served by Redis"
+        assert not cold._tier.breaker.is_open
+    assert _redis_failures() == failures, "no Redis call failed"
+
+
+@pytest.fixture
+def sentinel() -> Iterator[RedisSentinelServers]:
+    servers = RedisSentinelServers("mymaster")
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisClusterServers]:
+    servers = RedisClusterServers(3)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def tls_redis() -> Iterator[TlsRedisServer]:
+    server = TlsRedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_sentinel_url_finds_the_master_and_caches_there(
+    sentinel: RedisSentinelServers, prefix: str
+) -> None:
+    threads = 2
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
+    await _run_on(url, prefix, threads, WireScripts)
+
+    keys = await _keys(redis.asyncio.Redis.from_url(sentinel.master.url), prefix)
+    assert keys, "the tier wrote to the master the sentinel named"
+    assert _threads_with_keys(keys, prefix, threads) == {"t0", "t1"}
+
+
+async def test_sentinel_url_selects_the_database_it_names(
+    sentinel: RedisSentinelServers, prefix: str
+) -> None:
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/3"
+    await _run_on(url, prefix, 1, WireScripts)
+
+    master = f"redis://127.0.0.1:{sentinel.master.port}"
+    assert await _keys(redis.asyncio.Redis.from_url(f"{master}/0"), prefix) == []
+    keys = await _keys(redis.asyncio.Redis.from_url(f"{master}/3"), prefix)
+    assert _threads_with_keys(keys, prefix, 1) == {"t0"}, "keys are in db 3, as the URL says"
+
+
+async def test_cluster_url_spreads_threads_over_the_nodes(
+    cluster: RedisClusterServers, prefix: str
+) -> None:
+    threads = 6  # t0..t5 hash to slots owned by all three nodes
+    url = f"redis+cluster://127.0.0.1:{cluster.ports[0]}"
+    await _run_on(url, prefix, threads, PipelineScripts)
+
+    per_node = {
+        port: await _keys(redis.asyncio.Redis(host="127.0.0.1", port=port), prefix)
+        for port in cluster.ports
+    }
+    threads_on = {
+        port: _threads_with_keys(keys, prefix, threads) for port, keys in per_node.items()
+    }
+    nodes_of = {
+        f"t{t}": {p for p, on in threads_on.items() if f"t{t}" in on} for t in range(threads)
+    }
+    # a thread's keys share its {thread_id} hash tag: all on the one node that owns its slot
+    assert all(len(nodes) == 1 for nodes in nodes_of.values()), nodes_of
+    assert set().union(*nodes_of.values()) == set(cluster.ports), "every node holds threads"
+
+
+async def test_rediss_url_talks_tls_with_the_given_ca(
+    tls_redis: TlsRedisServer, prefix: str
+) -> None:
+    threads = 2
+    url = f"rediss://127.0.0.1:{tls_redis.port}/0?ssl_ca_certs={tls_redis.ca_cert}"
+    await _run_on(url, prefix, threads, WireScripts)
+
+    client = redis.asyncio.Redis.from_url(url)
+    keys = await _keys(client, prefix)
+    assert _threads_with_keys(keys, prefix, threads) == {"t0", "t1"}
+
+
+async def test_rediss_url_verifies_the_server_certificate(
+    tls_redis: TlsRedisServer, prefix: str
+) -> None:
+    """Without the CA the server's certificate is not trusted: a saver that requires Redis
+    refuses to start (so the test above really did verify the certificate over TLS)."""
+    url = f"rediss://127.0.0.1:{tls_redis.port}/0"
+    with pytest.raises(TierUnavailableError) as raised:
+        async with ResilientSaver.from_urls(
+            postgres_url=POSTGRES_URL, redis_url=url, prefix=prefix, redis_required=True
+        ):
+            pass
+    causes = []
+    cause: BaseException | None = raised.value
+    while cause is not None:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    assert any(isinstance(c, ssl.SSLCertVerificationError) for c in causes), causes
