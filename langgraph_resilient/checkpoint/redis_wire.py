@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 from redis.maint_notifications import MaintNotificationsConfig
 
 ScriptCall = tuple["LuaScript", Sequence[str], Sequence[Any]]
@@ -90,6 +90,10 @@ def encode_evalsha(sha: str, keys: Sequence[str], args: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+_ERRORS: dict[str, type[ResponseError]] = {"NOSCRIPT": NoScriptError, "READONLY": ReadOnlyError}
+"""Error replies the runner acts on, by their first word."""
+
+
 class _Incomplete(Exception):
     """The buffer ends before the reply does."""
 
@@ -130,8 +134,7 @@ def parse_reply(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
         return bytes(buf[pos + 1 : end]), end + 2
     if kind == 45:  # '-' error
         message = bytes(buf[pos + 1 : end]).decode(errors="replace")
-        error = NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
-        return error, end + 2
+        return _ERRORS.get(message.split(" ", 1)[0], ResponseError)(message), end + 2
     raise RedisConnectionError(f"unexpected RESP reply type {chr(kind)!r}")
 
 
@@ -181,7 +184,7 @@ class WireScripts:
         try:
             for future in futures:
                 await future
-            return [f.result() for f in futures]
+            replies = [f.result() for f in futures]
         finally:
             expiry.cancel()
             for future in futures:
@@ -189,6 +192,11 @@ class WireScripts:
                     future.cancel()  # its reply is read and dropped
                 elif not future.cancelled():
                     future.exception()  # retrieved: asyncio must not log it as lost
+        if any(isinstance(r, ReadOnlyError) for r in replies):
+            # The server was demoted to a replica (a Sentinel failover): a new connection asks
+            # the sentinels for the current master.
+            self._drop(RedisConnectionError("Redis answered READONLY: the master moved"))
+        return replies
 
     def _expire(self, futures: list[asyncio.Future[Any]]) -> None:
         # Replies still owed would arrive late and out of reach of their caller: drop the

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from langgraph_resilient.checkpoint.redis_conn import RedisSettings, connect
 from langgraph_resilient.checkpoint.redis_wire import (
@@ -47,11 +47,16 @@ async def runners() -> AsyncIterator[list[ScriptRunner]]:
     finally:
         for runner in made:
             await runner.close()
+        async for key in client.scan_iter(match=f"{KEY_PREFIX}*", count=1000):
+            await client.delete(key)
         await client.aclose()
 
 
+KEY_PREFIX = "lgr-wire-test:"
+
+
 def _key() -> str:
-    return f"lgr-wire-test:{{{secrets.token_hex(4)}}}"
+    return f"{KEY_PREFIX}{{{secrets.token_hex(4)}}}"
 
 
 async def test_replies_round_trip_binary_nested_nil_and_integers(
@@ -203,3 +208,29 @@ def test_encode_command_refuses_values_redis_cannot_hold() -> None:
         encode_command("SET", "k", None)
     with pytest.raises(TypeError):
         encode_command("SET", "k", True)
+
+
+async def test_a_demoted_master_is_left_for_a_new_connection(fresh_redis: RedisServer) -> None:
+    """READONLY (a failover made the server a replica) drops the connection, so the next call
+    connects afresh (through Sentinel, to the new master)."""
+    upstream = RedisServer()
+    upstream.start()
+    admin = redis.asyncio.Redis.from_url(fresh_redis.url)
+    client = connect(RedisSettings(url=fresh_redis.url))
+    runner = WireScripts(client, 2.0)
+    try:
+        key = _key()
+        assert await runner.run([(INCR, [key], [1])]) == [1]
+        await admin.execute_command("REPLICAOF", "127.0.0.1", str(upstream.port))
+        with pytest.raises(ReadOnlyError):
+            await runner.run([(INCR, [key], [1])])
+        connections = (await admin.info("stats"))["total_connections_received"]
+        await admin.execute_command("REPLICAOF", "NO", "ONE")
+        assert await runner.run([(INCR, [key], [1])]) in ([1], [2])
+        after = (await admin.info("stats"))["total_connections_received"]
+        assert after == connections + 1, "the next call came on a new connection"
+    finally:
+        await runner.close()
+        await client.aclose()
+        await admin.aclose()
+        upstream.stop()
