@@ -222,8 +222,13 @@ class WireScripts:
                     kwargs.pop("maint_notifications_pool_handler", None)
                     kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
                 conn = self._pool.connection_class(**kwargs)
-                async with asyncio.timeout_at(deadline):
-                    await conn.connect()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await conn.connect()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect(nowait=True)  # no half-open socket left behind
+                    raise
                 reader, writer = conn._reader, conn._writer
                 if reader is None or writer is None:
                     raise RedisConnectionError("redis-py connection has no stream")
