@@ -103,8 +103,10 @@ class PostgresServer:
 class RedisServer:
     """A private redis-server (no persistence) that tests can stop, restart and freeze."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         self.port = free_port()
+        self.args = args
+        """Extra ``redis-server`` options (``"--replicaof", "127.0.0.1", "6380"``)."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -114,7 +116,7 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_port(self.port)
@@ -220,53 +222,123 @@ def _wait_until(check: Callable[[], bool], what: str, timeout_s: float = 10.0) -
 
 
 class RedisSentinelServers:
-    """A private Redis master and one Sentinel (quorum 1) that monitors it as ``service``.
+    """A private Redis master and one Sentinel (quorum 1) that monitors it as ``service``;
+    with ``replica=True`` also a replica of the master, so that the Sentinel can fail over.
 
-    The Sentinel's configuration lives in a private directory: Sentinel rewrites it.
+    ``master`` and ``replica`` name the servers' roles at the start: after a failover the
+    replica is the master. The Sentinel's configuration lives in a private directory: Sentinel
+    rewrites it.
     """
 
-    def __init__(self, service: str = "mymaster") -> None:
+    def __init__(
+        self, service: str = "mymaster", *, replica: bool = False, down_after_ms: int = 5000
+    ) -> None:
         self.service = service
-        self.master = RedisServer()
-        self.port = free_port()
-        while self.port == self.master.port:
-            self.port = free_port()
+        self.down_after_ms = down_after_ms
         self.root = Path(tempfile.mkdtemp(prefix="lgr-sentinel-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.replica: RedisServer | None = None
+        if not replica:
+            self.master = RedisServer()
+        else:
+            # Either server may be a replica (the master after a failover): each has a data
+            # directory of its own for the RDB a replica writes when it syncs (not the cwd),
+            # and a full sync starts at once (Redis 7 waits 5 s for more replicas by default).
+            for name in ("master", "replica"):
+                (self.root / name).mkdir()
+            sync = ("--repl-diskless-sync-delay", "0")
+            self.master = RedisServer("--dir", str(self.root / "master"), *sync)
+            self.replica = RedisServer(
+                "--dir", str(self.root / "replica"), *sync,
+                "--replicaof", "127.0.0.1", str(self.master.port),
+            )  # fmt: skip
+        taken = {self.master.port}
+        if self.replica is not None:
+            while self.replica.port in taken:
+                self.replica.port = free_port()
+            taken.add(self.replica.port)
+        self.port = free_port()
+        while self.port in taken:
+            self.port = free_port()
 
     def url(self, db: int = 0) -> str:
         return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/{db}"
 
+    def master_port(self) -> int | None:
+        """The port of the master the Sentinel names now."""
+        reply = self.sentinel("GET-MASTER-ADDR-BY-NAME", self.service).split()
+        return int(reply[1]) if len(reply) == 2 else None
+
+    def sentinel(self, *args: str) -> str:
+        """``SENTINEL <args>`` against the Sentinel; its reply as redis-cli prints it."""
+        return _redis_cli(self.port, "SENTINEL", *args)
+
     def start(self) -> None:
+        replica = self.replica
         self.master.start()
+        if replica is not None:
+            replica.start()
+            _wait_until(
+                lambda: "master_link_status:up" in _redis_cli(replica.port, "INFO", "replication"),
+                f"the replica on {replica.port} did not sync with its master",
+            )
         conf = self.root / "sentinel.conf"
         conf.write_text(
             f"bind 127.0.0.1\nport {self.port}\ndaemonize no\nloglevel warning\n"
             f'dir "{self.root}"\nlogfile ""\n'
             f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
-            f"sentinel down-after-milliseconds {self.service} 5000\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} {max(3 * self.down_after_ms, 5000)}\n"
         )
         self.proc = subprocess.Popen(
             ["redis-server", str(conf), "--sentinel"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_port(self.port)
-        expected = f"127.0.0.1\n{self.master.port}\n"
         _wait_until(
-            lambda: (
-                _redis_cli(self.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
-                == expected
-            ),
+            lambda: self.master_port() == self.master.port,
             f"the sentinel on {self.port} does not know {self.service}",
         )
+        if replica is not None:
+            # Sentinel polls INFO every 10 s and turns a demoted master that still says it is
+            # one into a replica only 4 publish periods (8 s) after it noticed: with shorter
+            # periods (Redis >= 7) a SENTINEL FAILOVER ends in about 2 s instead of 11 s.
+            self.sentinel("DEBUG", "info-period", "250", "publish-period", "250")
+            # SENTINEL FAILOVER needs a replica the Sentinel has seen (it learns of replicas
+            # from the master's INFO) and whose link to the master is up.
+            _wait_until(
+                lambda: f"127.0.0.1:{replica.port}" in self._known_replicas(),
+                f"the sentinel on {self.port} does not know the replica",
+            )
+
+    def _known_replicas(self) -> set[str]:
+        """``host:port`` of the replicas the Sentinel could promote now."""
+        lines = self.sentinel("REPLICAS", self.service).splitlines()
+        replicas: list[dict[str, str]] = []
+        for field, value in zip(lines[0::2], lines[1::2], strict=False):
+            if field == "name":
+                replicas.append({})
+            if replicas:
+                replicas[-1][field] = value
+        return {
+            r["name"]
+            for r in replicas
+            if r.get("flags") == "slave"
+            and r.get("role-reported") == "slave"
+            and r.get("master-link-status") == "ok"
+        }
 
     def stop(self) -> None:
         try:
             _kill(self.proc)
             self.proc = None
         finally:
-            self.master.stop()
-            shutil.rmtree(self.root, ignore_errors=True)
+            try:
+                if self.replica is not None:
+                    self.replica.stop()
+            finally:
+                self.master.stop()
+                shutil.rmtree(self.root, ignore_errors=True)
 
 
 class RedisClusterServers:

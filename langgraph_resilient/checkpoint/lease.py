@@ -639,9 +639,11 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
     @property
     def _keys(self) -> list[str]:
         # The `{thread_id}` hash tag keeps them in one Cluster slot with the Redis tier's keys;
-        # `g` is the tier's generation key (RedisTier._gen_key).
+        # the third is the tier's generation key of the thread (its dirty repair bumps it).
         base = f"{self.saver.settings.prefix}{{{self.thread_id}}}:"
-        return [base + "lease", base + "epoch", base + "g"]
+        tier = getattr(self.saver, "_tier", None)
+        gen_key = base + "g" if tier is None else tier.generation_key(self.thread_id)
+        return [base + "lease", base + "epoch", gen_key]
 
     @property
     def _ttl_ms(self) -> int:

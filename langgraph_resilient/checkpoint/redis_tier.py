@@ -1,7 +1,9 @@
 """L2: Redis as a shared cache and coherence point in front of the durable tier.
 
-What lives in Redis, per thread (every key carries the ``{thread_id}`` hash tag, so a thread's
-keys share one Cluster slot, and the saver's prefix):
+What lives in Redis, per thread, under ``{prefix}{thread_id}:<server>:`` (the ``{thread_id}``
+hash tag puts a thread's keys in one Cluster slot; ``<server>`` is the ``run_id`` of the server
+the tier connected to, so a restarted or failed-over server, which may have lost writes the old
+one acknowledged, is an empty cache rather than a stale one):
 
 - ``g``: the thread's cache generation. Every other key embeds it; deleting, pruning or
   repairing a thread bumps it, which makes every older entry unreachable on every replica (they
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -43,7 +46,12 @@ from langgraph_resilient.checkpoint.records import (
     WriteRecord,
 )
 from langgraph_resilient.checkpoint.redis_conn import RedisSettings, describe
-from langgraph_resilient.checkpoint.redis_wire import LuaScript, ScriptCall, script_runner
+from langgraph_resilient.checkpoint.redis_wire import (
+    LuaScript,
+    ScriptCall,
+    ServerChanged,
+    script_runner,
+)
 from langgraph_resilient.checkpoint.store import DurableStore
 from langgraph_resilient.observability import metrics
 
@@ -97,7 +105,7 @@ if ARGV[8] ~= '' and ARGV[8] ~= gen then
   if ARGV[7] == 'publish' then redis.call('INCR', KEYS[1]) end
   return false
 end
-if ARGV[7] ~= 'publish' and redis.call('EXISTS', ARGV[1] .. 'lease') == 1 then
+if ARGV[7] ~= 'publish' and redis.call('EXISTS', KEYS[2]) == 1 then
   return false
 end
 local base = ARGV[1] .. gen .. ':'
@@ -163,6 +171,9 @@ class DeferredPublication:
     """The generation after the withdrawal (``None``: not withdrawn yet)."""
     previous_gen: str = ""
     """The generation before it: L1 holds the values read then under it."""
+    server: str | None = None
+    """The Redis server the withdrawal was made on: a release on another one (a restart or a
+    failover in between) only invalidates the thread there."""
     failed: bool = False
     """Redis failed for the holder: writes go the per-write way (marked dirty) from now on."""
     heads: dict[str, CheckpointRecord] = field(default_factory=dict)
@@ -201,6 +212,7 @@ end
 return new
 """
 
+BUMP = LuaScript("return redis.call('INCR', KEYS[1])")
 READ = LuaScript(READ_LUA)
 PUT = LuaScript(PUT_LUA)
 WRITES = LuaScript(WRITES_LUA)
@@ -331,16 +343,68 @@ class RedisTier:
         self.breaker = breaker or TierBreaker()
         self.repair_interval_s = settings.repair_interval_s
         self._scripts = script_runner(client, settings.socket_timeout_s * 2)
+        self._incarnation: str | None = None
+        """The Redis server (its ``run_id``) whose cache entries this tier uses: part of every
+        cache key, so a restarted or failed-over server, which may have lost writes the old
+        one acknowledged, is a fresh, empty cache."""
         self._recovering = asyncio.Lock()
         self._repair_task: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- keys
 
-    def _base(self, thread_id: str) -> str:
+    def _thread_base(self, thread_id: str) -> str:
+        """Keys that outlive a server change: the thread's lease and epoch (lease.py)."""
         return f"{self.prefix}{{{thread_id}}}:"
+
+    def _base(self, thread_id: str) -> str:
+        """Cache keys, scoped to the server they were written to."""
+        return f"{self.prefix}{{{thread_id}}}:{self._incarnation or '-'}:"
 
     def _gen_key(self, thread_id: str) -> str:
         return self._base(thread_id) + "g"
+
+    def generation_key(self, thread_id: str) -> str:
+        """The thread's cache generation key (the lease reads it to notice cache repairs)."""
+        return self._gen_key(thread_id)
+
+    def _put_keys(self, thread_id: str) -> list[str]:
+        return [self._gen_key(thread_id), self._thread_base(thread_id) + "lease"]
+
+    def _adopt(self, server_id: str) -> None:
+        """Use the cache of another Redis server from now on (a restart or a failover)."""
+        if self._incarnation is not None:
+            log.warning(
+                "Redis server changed (%s, was %s): a restart or a failover may have lost "
+                "cache writes, so the tier starts from an empty cache",
+                server_id,
+                self._incarnation,
+            )
+        self._incarnation = server_id
+        self.cache.clear()
+
+    def _bumps(self, thread_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """Generation bumps: every cached entry of these threads becomes unreachable."""
+        return [("INCR", self._gen_key(thread_id)) for thread_id in thread_ids]
+
+    async def connect(self) -> None:
+        """Connect and learn which server this is (raises when Redis is unreachable)."""
+        self._adopt(await self._scripts.identify())
+
+    async def _run(self, compose: Callable[[], Sequence[ScriptCall]]) -> list[Any]:
+        """Script calls composed for the server the runner is connected to (recomposed once
+        when it turns out to be another one)."""
+        try:
+            return await self._scripts.run(compose(), self._incarnation)
+        except ServerChanged as exc:
+            self._adopt(exc.server_id)
+        return await self._scripts.run(compose(), self._incarnation)
+
+    async def _commands(self, compose: Callable[[], Sequence[Sequence[Any]]]) -> list[Any]:
+        try:
+            return await self._scripts.commands(compose(), self._incarnation)
+        except ServerChanged as exc:
+            self._adopt(exc.server_id)
+        return await self._scripts.commands(compose(), self._incarnation)
 
     # ---------------------------------------------------------------- breaker
 
@@ -394,7 +458,7 @@ class RedisTier:
             dirty = await self.store.dirty_threads(500)
             if not dirty:
                 return repaired
-            await self._scripts.commands([("INCR", self._gen_key(tid)) for tid, _ in dirty])
+            await self._commands(functools.partial(self._bumps, [tid for tid, _ in dirty]))
             await self.store.clear_dirty(dirty)
             repaired += len(dirty)
             if len(dirty) < 500:
@@ -441,16 +505,20 @@ class RedisTier:
 
     async def read(self, thread_id: str, ns: str, checkpoint_id: str | None) -> Lookup:
         """A checkpoint from L1 + Redis in one round trip, or a miss (``row`` is None)."""
-        known_gen = self._gen_seen(thread_id)
-        if checkpoint_id is None:
-            known_id = self.cache.get(("h", thread_id, ns)) or ""
-        else:
-            known_id = checkpoint_id
-        if known_id and self.cache.get(("c", thread_id, known_gen, ns, known_id)) is None:
-            known_id = ""
-        try:
+
+        def compose() -> list[ScriptCall]:
+            known_gen = self._gen_seen(thread_id)
+            if checkpoint_id is None:
+                known_id = self.cache.get(("h", thread_id, ns)) or ""
+            else:
+                known_id = checkpoint_id
+            if known_id and self.cache.get(("c", thread_id, known_gen, ns, known_id)) is None:
+                known_id = ""
             args = [self._base(thread_id), ns, checkpoint_id or "", known_id, known_gen]
-            reply = await self._script("read", READ, [self._gen_key(thread_id)], args)
+            return [(READ, [self._gen_key(thread_id)], args)]
+
+        try:
+            [reply] = await self._batch("read", compose)
         except RedisUnavailable:
             return Lookup(None, None)
         try:
@@ -595,11 +663,15 @@ class RedisTier:
         """Publish a checkpoint the durable tier acknowledged (head, record, new values)."""
         cached, blobs = self._published(record)
         tid, ns, cid = record.thread_id, record.checkpoint_ns, record.checkpoint_id
-        args = self._record_args(
-            tid, ns, cid, cached, blobs, (), mode="publish", expected_gen=self._gen_seen(tid)
-        )
+
+        def compose() -> list[ScriptCall]:
+            args = self._record_args(
+                tid, ns, cid, cached, blobs, (), mode="publish", expected_gen=self._gen_seen(tid)
+            )
+            return [(PUT, self._put_keys(tid), args)]
+
         try:
-            reply = await self._script("publish", PUT, [self._gen_key(tid)], args)
+            [reply] = await self._batch("publish", compose)
         except RedisUnavailable:
             await self.mark_dirty([tid])
             return
@@ -609,20 +681,24 @@ class RedisTier:
         self, thread_id: str, ns: str, cid: str, writes: Sequence[WriteRecord]
     ) -> None:
         """Publish writes the durable tier acknowledged."""
-        args = self._writes_args(thread_id, ns, cid, writes)
         try:
-            await self._script("publish_writes", WRITES, [self._gen_key(thread_id)], args)
+            await self._batch(
+                "publish_writes",
+                lambda: [
+                    (
+                        WRITES,
+                        [self._gen_key(thread_id)],
+                        self._writes_args(thread_id, ns, cid, writes),
+                    )
+                ],
+            )
         except RedisUnavailable:
             await self.mark_dirty([thread_id])
 
-    async def _script(self, name: str, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
-        """One script call, one round trip, under the breaker."""
-        replies = await self._batch(name, [(script, keys, args)])
-        return replies[0]
-
-    async def _batch(self, name: str, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Several script calls in one round trip, under the breaker."""
-        return await self._call(name, lambda: self._scripts.run(calls), limit=False)
+    async def _batch(self, name: str, compose: Callable[[], Sequence[ScriptCall]]) -> list[Any]:
+        """Script calls in one round trip, under the breaker. ``compose`` builds them when the
+        server is known: every key names the server it is meant for."""
+        return await self._call(name, lambda: self._run(compose), limit=False)
 
     async def after_batch(self, batch: Batch, stored: Stored) -> None:
         """Publish a group-committed batch: every script call in one pipelined round trip.
@@ -643,25 +719,36 @@ class RedisTier:
             (cp, *self._published(cp)) for cp in batch.checkpoints if cp.thread_id not in repeated
         ]
 
-        calls: list[ScriptCall] = []
-        for cp, cached, blobs in published:
-            tid, ns, cid = cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id
-            args = self._record_args(
-                tid, ns, cid, cached, blobs, (), mode="publish", expected_gen=self._gen_seen(tid)
-            )
-            calls.append((PUT, [self._gen_key(tid)], args))
+        changed_writes = []
         for op in batch.writes:
             head = (op.thread_id, op.checkpoint_ns, op.checkpoint_id)
             writes = [w for w in op.writes if (*head, w.task_id, w.idx) in stored.writes]
             if writes:
-                args = self._writes_args(*head, writes)
-                calls.append((WRITES, [self._gen_key(op.thread_id)], args))
-
-        if not calls:
+                changed_writes.append((head, writes))
+        if not published and not changed_writes:
             return
 
+        def compose() -> list[ScriptCall]:
+            calls: list[ScriptCall] = []
+            for cp, cached, blobs in published:
+                tid, ns, cid = cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id
+                args = self._record_args(
+                    tid,
+                    ns,
+                    cid,
+                    cached,
+                    blobs,
+                    (),
+                    mode="publish",
+                    expected_gen=self._gen_seen(tid),
+                )
+                calls.append((PUT, self._put_keys(tid), args))
+            for head, writes in changed_writes:
+                calls.append((WRITES, [self._gen_key(head[0])], self._writes_args(*head, writes)))
+            return calls
+
         try:
-            replies = await self._batch("publish_batch", calls)
+            replies = await self._batch("publish_batch", compose)
         except RedisUnavailable:
             threads = {cp.thread_id for cp in batch.checkpoints}
             threads |= {op.thread_id for op in batch.writes}
@@ -688,18 +775,16 @@ class RedisTier:
         ]
         blobs += [(ch, v, EMPTY_BLOB_TYPE, None) for ch, v in versions.items() if ch not in present]
         tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
-        args = self._record_args(
-            tid,
-            ns,
-            cid,
-            record,
-            blobs,
-            row.writes,
-            mode="fill-head" if head else "fill",
-            expected_gen=gen,
-        )
+        mode = "fill-head" if head else "fill"
+
+        def compose() -> list[ScriptCall]:
+            args = self._record_args(
+                tid, ns, cid, record, blobs, row.writes, mode=mode, expected_gen=gen
+            )
+            return [(PUT, self._put_keys(tid), args)]
+
         try:
-            reply = await self._script("fill", PUT, [self._gen_key(tid)], args)
+            [reply] = await self._batch("fill", compose)
         except RedisUnavailable:
             return
         self._remember(tid, reply, ns, cid, record, blobs, advance_head=head)
@@ -714,12 +799,17 @@ class RedisTier:
         """Start deferring a lease holder's publication: bump the thread's generation (one
         round trip). False when Redis is unavailable (then publish write by write)."""
         previous = self._gen_seen(thread_id)
+
+        def compose() -> list[ScriptCall]:
+            keys = [self._gen_key(thread_id), self._thread_base(thread_id) + "epoch"]
+            return [(WITHDRAW, keys, [])]
+
         try:
-            keys = [self._gen_key(thread_id), self._base(thread_id) + "epoch"]
-            gen = await self._script("withdraw", WITHDRAW, keys, [])
+            [gen] = await self._batch("withdraw", compose)
         except RedisUnavailable:
             return False
         deferred.gen, deferred.previous_gen = str(gen), previous
+        deferred.server = self._incarnation
         self.cache.put(("g", thread_id), deferred.gen, 16)
         return True
 
@@ -738,7 +828,6 @@ class RedisTier:
         gen = deferred.gen
         if gen is None or not deferred.heads:
             return
-        calls: list[ScriptCall] = []
         published = []
         for ns, record in deferred.heads.items():
             cached, blobs = self._published(record)
@@ -750,18 +839,38 @@ class RedisTier:
                 if held is not None:
                     blobs.append((channel, version, held[0], held[1]))
             writes = deferred.final_writes(ns, record.checkpoint_id)
-            args = self._record_args(
-                thread_id, ns, record.checkpoint_id, cached, blobs, writes,
-                mode="publish", expected_gen=gen,
-            )  # fmt: skip
-            calls.append((PUT, [self._gen_key(thread_id)], args))
-            published.append((record, cached, blobs))
+            published.append((record, cached, blobs, writes))
+
+        def compose() -> list[ScriptCall]:
+            if self._incarnation != deferred.server:
+                # Another server: its cache was never withdrawn and L1 (which held the values)
+                # was cleared. Make whatever it caches of the thread unreachable instead.
+                published.clear()
+                return [(BUMP, [self._gen_key(thread_id)], [])]
+            return [
+                (
+                    PUT,
+                    self._put_keys(thread_id),
+                    self._record_args(
+                        thread_id,
+                        record.checkpoint_ns,
+                        record.checkpoint_id,
+                        cached,
+                        blobs,
+                        writes,
+                        mode="publish",
+                        expected_gen=gen,
+                    ),
+                )
+                for record, cached, blobs, writes in published
+            ]
+
         try:
-            replies = await self._batch("publish_deferred", calls)
+            replies = await self._batch("publish_deferred", compose)
         except RedisUnavailable:
             await self.mark_dirty([thread_id])
             return
-        for (record, cached, blobs), reply in zip(published, replies, strict=True):
+        for (record, cached, blobs, _), reply in zip(published, replies, strict=False):
             self._remember(
                 thread_id, reply, record.checkpoint_ns, record.checkpoint_id, cached, blobs,
                 advance_head=True,
@@ -785,8 +894,8 @@ class RedisTier:
         if not thread_ids:
             return
 
-        bumps = [("INCR", self._gen_key(thread_id)) for thread_id in thread_ids]
+        bumps = functools.partial(self._bumps, thread_ids)
         try:
-            await self._call("invalidate", lambda: self._scripts.commands(bumps), limit=False)
+            await self._call("invalidate", lambda: self._commands(bumps), limit=False)
         except RedisUnavailable:
             await self.mark_dirty(thread_ids)

@@ -44,14 +44,31 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
+class ServerChanged(RedisError):
+    """The runner is connected to another Redis server than the caller composed its keys for
+    (a restart or a failover: writes the old server acknowledged may be lost)."""
+
+    def __init__(self, server_id: str) -> None:
+        super().__init__(f"Redis server is now {server_id}")
+        self.server_id = server_id
+
+
 class ScriptRunner(Protocol):
     """Runs script calls in one round trip; raises ``RedisError``/``OSError``/``TimeoutError``
-    when Redis fails or does not answer within the runner's time limit."""
+    when Redis fails or does not answer within the runner's time limit.
 
-    async def run(self, calls: Sequence[ScriptCall]) -> list[Any]: ...
+    ``expect`` is the server identity the caller composed its keys for: when the runner is
+    connected to another server, it sends nothing and raises :class:`ServerChanged`.
+    """
 
-    async def commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def run(self, calls: Sequence[ScriptCall], expect: str | None) -> list[Any]: ...
+
+    async def commands(self, commands: Sequence[Sequence[Any]], expect: str | None) -> list[Any]:
         """Plain commands (``("INCR", key)``) in one round trip."""
+        ...
+
+    async def identify(self) -> str:
+        """Connect if needed; the identity of the server the next call goes to."""
         ...
 
     async def close(self) -> None: ...
@@ -148,35 +165,43 @@ class WireScripts:
     def __init__(self, client: Any, timeout_s: float) -> None:
         self._pool = client.connection_pool
         self._timeout_s = timeout_s
+        self.server_id: str | None = None
+        """``run_id`` of the server of the current (or last) connection."""
         self._conn: Any = None
         self._writer: Any = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._connecting = asyncio.Lock()
 
-    async def run(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        replies = await self._roundtrip([encode_evalsha(s.sha, k, a) for s, k, a in calls])
+    async def run(self, calls: Sequence[ScriptCall], expect: str | None) -> list[Any]:
+        commands = [encode_evalsha(s.sha, k, a) for s, k, a in calls]
+        replies = await self._roundtrip(commands, expect)
         if any(isinstance(r, NoScriptError) for r in replies):
             # A restarted or flushed server lost the scripts: load them, replay once (every
             # script of the tier is idempotent).
             scripts = {id(c[0]): c[0] for c in calls}.values()
-            loads = await self._roundtrip(
-                [encode_command("SCRIPT", "LOAD", s.source) for s in scripts]
-            )
-            _raise_first_error(loads)
-            replies = await self._roundtrip([encode_evalsha(s.sha, k, a) for s, k, a in calls])
+            loads = [encode_command("SCRIPT", "LOAD", s.source) for s in scripts]
+            _raise_first_error(await self._roundtrip(loads, expect))
+            replies = await self._roundtrip(commands, expect)
         _raise_first_error(replies)
         return replies
 
-    async def commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        replies = await self._roundtrip([encode_command(*c) for c in commands])
+    async def commands(self, commands: Sequence[Sequence[Any]], expect: str | None) -> list[Any]:
+        replies = await self._roundtrip([encode_command(*c) for c in commands], expect)
         _raise_first_error(replies)
         return replies
 
-    async def _roundtrip(self, commands: list[bytes]) -> list[Any]:
+    async def identify(self) -> str:
+        await self._connected(asyncio.get_running_loop().time() + self._timeout_s)
+        assert self.server_id is not None
+        return self.server_id
+
+    async def _roundtrip(self, commands: list[bytes], expect: str | None) -> list[Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         writer = await self._connected(deadline)
+        if self.server_id != expect:
+            raise ServerChanged(self.server_id or "unknown")
         futures = [loop.create_future() for _ in commands]
         self._pending.extend(futures)
         writer.write(b"".join(commands))
@@ -232,9 +257,31 @@ class WireScripts:
                 reader, writer = conn._reader, conn._writer
                 if reader is None or writer is None:
                     raise RedisConnectionError("redis-py connection has no stream")
-                self._conn, self._writer = conn, writer
+                self._conn = conn
                 self._reader_task = loop.create_task(self._read_replies(reader))
+                try:
+                    server_id = await self._identify(writer, deadline)
+                except BaseException as exc:
+                    self._drop(exc)
+                    writer.close()
+                    raise
+                # Published only now: no call may go out before the server is known.
+                self.server_id, self._writer = server_id, writer
             return self._writer
+
+    async def _identify(self, writer: Any, deadline: float) -> str:
+        """The server's ``run_id``: it changes when Redis restarts and when a failover puts
+        another server in its place, the two events that can lose acknowledged writes."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(future)
+        writer.write(encode_command("INFO", "server"))
+        async with asyncio.timeout_at(deadline):
+            info = await future
+        if isinstance(info, bytes):
+            for line in info.splitlines():
+                if line.startswith(b"run_id:"):
+                    return line[7:].strip().decode()
+        raise RedisConnectionError(f"INFO server gave no run_id: {info!r:.200}")
 
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         buf = bytearray()
@@ -285,13 +332,21 @@ class WireScripts:
 
 class PipelineScripts:
     """Script calls through redis-py pipelines (Redis Cluster: redis-py routes each call to
-    the node that owns its key's slot)."""
+    the node that owns its key's slot).
+
+    The nodes' identities are not tracked: a Cluster failover that loses acknowledged writes is
+    not detected (see the README's Redis section for the server settings that prevent it).
+    """
+
+    server_id = "cluster"
 
     def __init__(self, client: Any, timeout_s: float) -> None:
         self._client = client
         self._timeout_s = timeout_s
 
-    async def run(self, calls: Sequence[ScriptCall]) -> list[Any]:
+    async def run(self, calls: Sequence[ScriptCall], expect: str | None) -> list[Any]:
+        if expect != self.server_id:
+            raise ServerChanged(self.server_id)
         return await asyncio.wait_for(self._run(calls), self._timeout_s)
 
     async def _run(self, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -310,7 +365,12 @@ class PipelineScripts:
                 await self._client.script_load(script.source)
         raise AssertionError("unreachable")
 
-    async def commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def identify(self) -> str:
+        return self.server_id
+
+    async def commands(self, commands: Sequence[Sequence[Any]], expect: str | None) -> list[Any]:
+        if expect != self.server_id:
+            raise ServerChanged(self.server_id)
         return await asyncio.wait_for(self._commands(commands), self._timeout_s)
 
     async def _commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:

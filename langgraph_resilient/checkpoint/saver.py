@@ -271,6 +271,7 @@ class ResilientSaver(
         )
         try:
             await asyncio.wait_for(client.ping(), timeout=settings.connect_timeout_s * 2)
+            await asyncio.wait_for(tier.connect(), timeout=settings.connect_timeout_s * 2)
         except Exception as exc:
             if self.redis_required:
                 await tier.stop()

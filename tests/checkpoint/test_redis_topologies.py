@@ -10,7 +10,9 @@ in-process cache is cold, so it can only have come from Redis).
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +24,13 @@ from langgraph_resilient import ResilientSaver, TierUnavailableError
 from langgraph_resilient.checkpoint.redis_wire import PipelineScripts, WireScripts
 from tests.checkpoint.test_tiers import _final_states, _run_turns, _turn_graph
 from tests.conftest import POSTGRES_URL
-from tests.servers import RedisClusterServers, RedisSentinelServers, TlsRedisServer
+from tests.servers import (
+    RedisClusterServers,
+    RedisSentinelServers,
+    TlsRedisServer,
+    _redis_cli,
+    _wait_until,
+)
 
 TURNS = 3
 
@@ -108,6 +116,16 @@ def sentinel() -> Iterator[RedisSentinelServers]:
 
 
 @pytest.fixture
+def sentinel_with_replica() -> Iterator[RedisSentinelServers]:
+    servers = RedisSentinelServers("mymaster", replica=True, down_after_ms=1000)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
 def cluster() -> Iterator[RedisClusterServers]:
     servers = RedisClusterServers(3)
     try:
@@ -149,6 +167,144 @@ async def test_sentinel_url_selects_the_database_it_names(
     assert await _keys(redis.asyncio.Redis.from_url(f"{master}/0"), prefix) == []
     keys = await _keys(redis.asyncio.Redis.from_url(f"{master}/3"), prefix)
     assert _threads_with_keys(keys, prefix, 1) == {"t0"}, "keys are in db 3, as the URL says"
+
+
+def _fail_over(servers: RedisSentinelServers) -> None:
+    """``SENTINEL FAILOVER``; returns once the Sentinel names the replica as the master and
+    the old master has been turned into a replica."""
+    replica = servers.replica
+    assert replica is not None
+    assert servers.sentinel("FAILOVER", servers.service).strip() == "OK"
+    _wait_until(
+        lambda: servers.master_port() == replica.port,
+        "the sentinel does not name the replica as the master",
+    )
+    _wait_until(
+        lambda: "role:slave" in _redis_cli(servers.master.port, "INFO", "replication"),
+        "the old master was not demoted to a replica",
+    )
+
+
+async def _invoke_turns(graph: Any, thread_ids: list[str], turns: range, failed: list[str]) -> None:
+    """Like ``_run_turns``, but a failed invocation is recorded in ``failed``, not raised."""
+    for turn in turns:
+        for thread_id in thread_ids:
+            config = {"configurable": {"thread_id": thread_id}}
+            try:
+                await graph.ainvoke({"turns": [f"user {turn}"]}, config)
+            except Exception as exc:
+                failed.append(f"{thread_id} turn {turn}: {type(exc).__name__}: {exc}")
+
+
+def _turns(count: int) -> list[str]:
+    return [x for turn in range(count) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
+
+
+@pytest.mark.fault
+async def test_sentinel_failover_mid_run_no_invocation_fails_and_redis_is_used_again(
+    sentinel_with_replica: RedisSentinelServers, prefix: str
+) -> None:
+    """A Sentinel failover between turns. The saver's connection was to the old master: the
+    Sentinel closes its clients when it demotes it (one that stayed would be answered READONLY),
+    so the saver must connect again and ask the Sentinel for the new master. No invocation
+    fails, the state is exact, and the tier caches on the new master again, with heads there
+    that a replica with a cold in-process cache reads as the latest state.
+
+    Turns run only before and after the failover; the next test runs them across it."""
+    servers = sentinel_with_replica
+    assert servers.replica is not None
+    old, new = servers.master, servers.replica
+    early = ["t0", "t1", "t2"]  # run before, across and after the failover
+    late = ["t3"]  # first used after the failover: its keys can only come from the new master
+    failed: list[str] = []
+    async with ResilientSaver.from_urls(
+        postgres_url=POSTGRES_URL,
+        redis_url=f"redis+sentinel://127.0.0.1:{servers.port}/mymaster/0",
+        prefix=prefix,
+        redis_required=True,
+    ) as saver:
+        tier = saver._tier
+        assert tier is not None and isinstance(tier._scripts, WireScripts)
+        graph = _turn_graph().compile(checkpointer=saver)
+        await _invoke_turns(graph, early, range(3), failed)
+        before = await _keys(redis.asyncio.Redis(host="127.0.0.1", port=old.port), prefix)
+        assert _threads_with_keys(before, prefix, 4) == set(early), "cached on the old master"
+
+        started = time.monotonic()
+        await asyncio.to_thread(_fail_over, servers)
+        failover_s = time.monotonic() - started
+        failures = _redis_failures()
+        await _invoke_turns(graph, early, range(3, 6), failed)
+        failures_after_failover = _redis_failures() - failures
+        if tier.breaker.is_open:
+            await asyncio.sleep(tier.breaker.open_for_s)
+        await _invoke_turns(graph, early, range(6, 9), failed)
+        await _invoke_turns(graph, late, range(3), failed)
+        assert failed == [], "no invocation fails"
+        assert not tier.breaker.is_open, (
+            f"Redis is used again after the failover ({failover_s:.1f} s; "
+            f"{failures_after_failover} Redis failures right after it)"
+        )
+        states = await _final_states(graph, 4)
+    assert states == [_turns(9)] * 3 + [_turns(3)], "state identical to a run without the fault"
+
+    after = await _keys(redis.asyncio.Redis(host="127.0.0.1", port=new.port), prefix)
+    assert _threads_with_keys(after, prefix, 4) == {*early, *late}, "cached on the new master"
+
+    # A cold replica (empty in-process cache) finds the new master too, and its head reads are
+    # served by Redis with the latest state: nothing cached there is stale.
+    async with ResilientSaver.from_urls(
+        postgres_url=POSTGRES_URL, redis_url=servers.url(), prefix=prefix, redis_required=True
+    ) as cold:
+        assert cold._tier is not None
+        for thread_id, expected in zip([*early, *late], [_turns(9)] * 3 + [_turns(3)], strict=True):
+            hits = _hits()
+            head = await cold.aget_tuple({"configurable": {"thread_id": thread_id}})
+            assert head is not None and head.checkpoint["channel_values"]["turns"] == expected
+            assert _hits() == hits + 1, f"a cold replica's head read of {thread_id} is a hit"
+        assert not cold._tier.breaker.is_open
+
+
+@pytest.mark.fault
+async def test_turns_running_across_a_failover_never_continue_from_a_lost_head(
+    sentinel_with_replica: RedisSentinelServers, prefix: str
+) -> None:
+    """Turns run without pause while the Sentinel fails over. Between the promotion and the
+    demotion the old master still acknowledges the tier's writes; the demotion throws them away
+    (asynchronous replication), so the new master's cached heads are older than Postgres. The
+    tier sees another server identity when it connects again and starts from an empty cache
+    there: every invocation still sees every turn before it."""
+    servers = sentinel_with_replica
+    threads = ["t0", "t1"]
+    done = {t: 0 for t in threads}
+    wrong: list[str] = []
+    async with ResilientSaver.from_urls(
+        postgres_url=POSTGRES_URL, redis_url=servers.url(), prefix=prefix, redis_required=True
+    ) as saver:
+        graph = _turn_graph().compile(checkpointer=saver)
+
+        async def turn(thread_id: str) -> None:
+            n = done[thread_id]
+            config = {"configurable": {"thread_id": thread_id}}
+            state = await graph.ainvoke({"turns": [f"user {n}"]}, config)
+            done[thread_id] = n + 1
+            if state["turns"] != _turns(n + 1):
+                wrong.append(f"{thread_id} turn {n}: saw {len(state['turns']) // 2} turns")
+
+        for _ in range(3):
+            for thread_id in threads:
+                await turn(thread_id)
+        failover = asyncio.create_task(asyncio.to_thread(_fail_over, servers))
+        while not failover.done():
+            for thread_id in threads:
+                await turn(thread_id)
+        await failover
+        for _ in range(5):
+            for thread_id in threads:
+                await turn(thread_id)
+        assert min(done.values()) > 10, "turns ran across the failover"
+        assert wrong == [], "an invocation continued from a head older than the last turn"
+        assert await _final_states(graph, 2) == [_turns(done["t0"]), _turns(done["t1"])]
 
 
 async def test_cluster_url_spreads_threads_over_the_nodes(

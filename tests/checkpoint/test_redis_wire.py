@@ -23,6 +23,7 @@ from langgraph_resilient.checkpoint.redis_wire import (
     LuaScript,
     PipelineScripts,
     ScriptRunner,
+    ServerChanged,
     WireScripts,
     encode_command,
     parse_reply,
@@ -55,6 +56,15 @@ async def runners() -> AsyncIterator[list[ScriptRunner]]:
 KEY_PREFIX = "lgr-wire-test:"
 
 
+async def _run(runner: ScriptRunner, calls: list[Any]) -> list[Any]:
+    """Calls composed for the server the runner is (or gets) connected to."""
+    return await runner.run(calls, await runner.identify())
+
+
+async def _commands(runner: ScriptRunner, commands: list[Any]) -> list[Any]:
+    return await runner.commands(commands, await runner.identify())
+
+
 def _key() -> str:
     return f"{KEY_PREFIX}{{{secrets.token_hex(4)}}}"
 
@@ -65,21 +75,21 @@ async def test_replies_round_trip_binary_nested_nil_and_integers(
     payload = bytes(range(256)) * 3 + b"\r\n$5\r\n*1\r\n"
     for runner in runners:
         key = _key()
-        [reply] = await runner.run([(ECHO, [key], [payload, 42, "x"])])
+        [reply] = await _run(runner, [(ECHO, [key], [payload, 42, "x"])])
         assert reply == [key.encode(), payload, 42, None, [b"x"]]
 
 
 async def test_a_large_reply_split_over_many_reads(runners: list[ScriptRunner]) -> None:
     big = secrets.token_bytes(700_000)
     for runner in runners:
-        [reply] = await runner.run([(ECHO, [_key()], [big, 1, ""])])
+        [reply] = await _run(runner, [(ECHO, [_key()], [big, 1, ""])])
         assert reply[1] == big
 
 
 async def test_many_calls_in_one_round_trip_keep_their_order(runners: list[ScriptRunner]) -> None:
     for runner in runners:
         key = _key()
-        replies = await runner.run([(INCR, [key], [i]) for i in range(1, 101)])
+        replies = await _run(runner, [(INCR, [key], [i]) for i in range(1, 101)])
         assert replies == [i * (i + 1) // 2 for i in range(1, 101)]
 
 
@@ -88,7 +98,7 @@ async def test_concurrent_callers_each_get_their_own_replies(runners: list[Scrip
         keys = [_key() for _ in range(50)]
 
         async def caller(runner: ScriptRunner, key: str, n: int) -> list[Any]:
-            return await runner.run([(ECHO, [key], [f"v{n}", n, key])])
+            return await _run(runner, [(ECHO, [key], [f"v{n}", n, key])])
 
         replies = await asyncio.gather(*(caller(runner, k, n) for n, k in enumerate(keys)))
         for n, (key, [reply]) in enumerate(zip(keys, replies, strict=True)):
@@ -101,15 +111,15 @@ async def test_an_error_reply_raises_after_every_reply_was_read(
     for runner in runners:
         key = _key()
         with pytest.raises(ResponseError, match="refused on purpose"):
-            await runner.run([(INCR, [key], [1]), (FAIL, [key], []), (INCR, [key], [1])])
+            await _run(runner, [(INCR, [key], [1]), (FAIL, [key], []), (INCR, [key], [1])])
         # The connection is still in step: the next call gets its own reply.
-        assert await runner.run([(INCR, [key], [10])]) == [12]
+        assert await _run(runner, [(INCR, [key], [10])]) == [12]
 
 
 async def test_plain_commands(runners: list[ScriptRunner]) -> None:
     for runner in runners:
         key = _key()
-        assert await runner.commands([("INCR", key), ("INCR", key), ("GET", key)]) == [1, 2, b"2"]
+        assert await _commands(runner, [("INCR", key), ("INCR", key), ("GET", key)]) == [1, 2, b"2"]
 
 
 async def test_scripts_are_reloaded_after_the_server_lost_them(fresh_redis: RedisServer) -> None:
@@ -118,11 +128,11 @@ async def test_scripts_are_reloaded_after_the_server_lost_them(fresh_redis: Redi
     assert isinstance(runner, WireScripts)
     try:
         key = _key()
-        assert await runner.run([(INCR, [key], [1])]) == [1]
+        assert await _run(runner, [(INCR, [key], [1])]) == [1]
         admin = redis.asyncio.Redis.from_url(fresh_redis.url)
         await admin.script_flush()
         await admin.aclose()
-        assert await runner.run([(INCR, [key], [1]), (INCR, [key], [2])]) == [2, 4]
+        assert await _run(runner, [(INCR, [key], [1]), (INCR, [key], [2])]) == [2, 4]
     finally:
         await runner.close()
         await client.aclose()
@@ -135,15 +145,15 @@ async def test_a_stopped_server_fails_fast_and_a_restarted_one_is_used_again(
     runner = WireScripts(client, 2.0)
     try:
         key = _key()
-        assert await runner.run([(INCR, [key], [1])]) == [1]
+        assert await _run(runner, [(INCR, [key], [1])]) == [1]
         fresh_redis.stop()
         started = time.monotonic()
         for _ in range(2):
             with pytest.raises((RedisConnectionError, OSError)):
-                await runner.run([(INCR, [key], [1])])
+                await _run(runner, [(INCR, [key], [1])])
         assert time.monotonic() - started < 1.0, "refused connections fail at once"
         fresh_redis.start()  # empty, and without the scripts
-        assert await runner.run([(INCR, [key], [5])]) == [5]
+        assert await _run(runner, [(INCR, [key], [5])]) == [5]
     finally:
         await runner.close()
         await client.aclose()
@@ -156,15 +166,15 @@ async def test_a_frozen_server_times_out_and_the_next_call_reconnects(
     runner = WireScripts(client, 0.3)
     try:
         key = _key()
-        assert await runner.run([(INCR, [key], [1])]) == [1]
+        assert await _run(runner, [(INCR, [key], [1])]) == [1]
         fresh_redis.freeze()
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            await runner.run([(INCR, [key], [1])])
+            await _run(runner, [(INCR, [key], [1])])
         assert time.monotonic() - started < 1.0
         fresh_redis.thaw()
         # The timed-out INCR may have run after the thaw; the new connection sees its effect.
-        assert await runner.run([(INCR, [key], [0])]) in ([1], [2])
+        assert await _run(runner, [(INCR, [key], [0])]) in ([1], [2])
     finally:
         await runner.close()
         await client.aclose()
@@ -177,12 +187,12 @@ async def test_a_cancelled_caller_neither_gets_nor_steals_a_reply(
     runner = WireScripts(client, 5.0)
     try:
         key = _key()
-        assert await runner.run([(INCR, [key], [1])]) == [1]
+        assert await _run(runner, [(INCR, [key], [1])]) == [1]
         fresh_redis.freeze()
-        gave_up = asyncio.create_task(runner.run([(ECHO, [key], ["first", 1, ""])]))
+        gave_up = asyncio.create_task(_run(runner, [(ECHO, [key], ["first", 1, ""])]))
         await asyncio.sleep(0.05)
         gave_up.cancel()
-        later = asyncio.create_task(runner.run([(ECHO, [key], ["second", 2, ""])]))
+        later = asyncio.create_task(_run(runner, [(ECHO, [key], ["second", 2, ""])]))
         await asyncio.sleep(0.05)
         fresh_redis.thaw()
         [reply] = await later
@@ -220,13 +230,13 @@ async def test_a_demoted_master_is_left_for_a_new_connection(fresh_redis: RedisS
     runner = WireScripts(client, 2.0)
     try:
         key = _key()
-        assert await runner.run([(INCR, [key], [1])]) == [1]
+        assert await _run(runner, [(INCR, [key], [1])]) == [1]
         await admin.execute_command("REPLICAOF", "127.0.0.1", str(upstream.port))
         with pytest.raises(ReadOnlyError):
-            await runner.run([(INCR, [key], [1])])
+            await _run(runner, [(INCR, [key], [1])])
         connections = (await admin.info("stats"))["total_connections_received"]
         await admin.execute_command("REPLICAOF", "NO", "ONE")
-        assert await runner.run([(INCR, [key], [1])]) in ([1], [2])
+        assert await _run(runner, [(INCR, [key], [1])]) in ([1], [2])
         after = (await admin.info("stats"))["total_connections_received"]
         assert after == connections + 1, "the next call came on a new connection"
     finally:
@@ -234,3 +244,34 @@ async def test_a_demoted_master_is_left_for_a_new_connection(fresh_redis: RedisS
         await client.aclose()
         await admin.aclose()
         upstream.stop()
+
+
+async def test_calls_meant_for_a_server_that_was_replaced_are_not_sent(
+    fresh_redis: RedisServer,
+) -> None:
+    """A restart (or a failover) gives the server a new identity; calls composed for the old
+    one raise ServerChanged and reach nothing."""
+    client = connect(RedisSettings(url=fresh_redis.url))
+    runner = WireScripts(client, 2.0)
+    try:
+        before = await runner.identify()
+        key = _key()
+        assert await runner.run([(INCR, [key], [1])], before) == [1]
+        fresh_redis.stop()
+        fresh_redis.start()
+        changed: ServerChanged | None = None
+        for _ in range(2):  # the first call may still find the old, broken connection
+            try:
+                await runner.run([(INCR, [key], [1])], before)
+            except ServerChanged as exc:
+                changed = exc
+                break
+            except (RedisConnectionError, OSError):
+                continue
+        assert changed is not None
+        after = changed.server_id
+        assert after != before and after == runner.server_id
+        assert await runner.commands([("GET", key)], after) == [None], "nothing was sent"
+    finally:
+        await runner.close()
+        await client.aclose()
