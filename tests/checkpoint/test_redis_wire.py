@@ -8,6 +8,7 @@ who gives up never receives, or steals, another caller's reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -54,6 +55,18 @@ async def runners() -> AsyncIterator[list[ScriptRunner]]:
 
 
 KEY_PREFIX = "lgr-wire-test:"
+
+
+@contextlib.asynccontextmanager
+async def _wire(url: str, timeout_s: float) -> AsyncIterator[WireScripts]:
+    """A wire runner of its own on ``url``, closed afterwards."""
+    client = connect(RedisSettings(url=url))
+    runner = WireScripts(client, timeout_s)
+    try:
+        yield runner
+    finally:
+        await runner.close()
+        await client.aclose()
 
 
 async def _run(runner: ScriptRunner, calls: list[Any]) -> list[Any]:
@@ -116,6 +129,12 @@ async def test_an_error_reply_raises_after_every_reply_was_read(
         assert await _run(runner, [(INCR, [key], [10])]) == [12]
 
 
+def test_a_single_server_gets_the_wire_and_a_cluster_the_pipelines() -> None:
+    assert isinstance(script_runner(connect(RedisSettings(url=REDIS_URL)), 1.0), WireScripts)
+    cluster = connect(RedisSettings(url="redis+cluster://127.0.0.1:7000"))  # not connected yet
+    assert isinstance(script_runner(cluster, 1.0), PipelineScripts)
+
+
 async def test_plain_commands(runners: list[ScriptRunner]) -> None:
     for runner in runners:
         key = _key()
@@ -123,27 +142,19 @@ async def test_plain_commands(runners: list[ScriptRunner]) -> None:
 
 
 async def test_scripts_are_reloaded_after_the_server_lost_them(fresh_redis: RedisServer) -> None:
-    client = connect(RedisSettings(url=fresh_redis.url))
-    runner = script_runner(client, 2.0)
-    assert isinstance(runner, WireScripts)
-    try:
+    async with _wire(fresh_redis.url, 2.0) as runner:
         key = _key()
         assert await _run(runner, [(INCR, [key], [1])]) == [1]
         admin = redis.asyncio.Redis.from_url(fresh_redis.url)
         await admin.script_flush()
         await admin.aclose()
         assert await _run(runner, [(INCR, [key], [1]), (INCR, [key], [2])]) == [2, 4]
-    finally:
-        await runner.close()
-        await client.aclose()
 
 
 async def test_a_stopped_server_fails_fast_and_a_restarted_one_is_used_again(
     fresh_redis: RedisServer,
 ) -> None:
-    client = connect(RedisSettings(url=fresh_redis.url))
-    runner = WireScripts(client, 2.0)
-    try:
+    async with _wire(fresh_redis.url, 2.0) as runner:
         key = _key()
         assert await _run(runner, [(INCR, [key], [1])]) == [1]
         fresh_redis.stop()
@@ -154,17 +165,12 @@ async def test_a_stopped_server_fails_fast_and_a_restarted_one_is_used_again(
         assert time.monotonic() - started < 1.0, "refused connections fail at once"
         fresh_redis.start()  # empty, and without the scripts
         assert await _run(runner, [(INCR, [key], [5])]) == [5]
-    finally:
-        await runner.close()
-        await client.aclose()
 
 
 async def test_a_frozen_server_times_out_and_the_next_call_reconnects(
     fresh_redis: RedisServer,
 ) -> None:
-    client = connect(RedisSettings(url=fresh_redis.url))
-    runner = WireScripts(client, 0.3)
-    try:
+    async with _wire(fresh_redis.url, 0.3) as runner:
         key = _key()
         assert await _run(runner, [(INCR, [key], [1])]) == [1]
         fresh_redis.freeze()
@@ -175,17 +181,12 @@ async def test_a_frozen_server_times_out_and_the_next_call_reconnects(
         fresh_redis.thaw()
         # The timed-out INCR may have run after the thaw; the new connection sees its effect.
         assert await _run(runner, [(INCR, [key], [0])]) in ([1], [2])
-    finally:
-        await runner.close()
-        await client.aclose()
 
 
 async def test_a_cancelled_caller_neither_gets_nor_steals_a_reply(
     fresh_redis: RedisServer,
 ) -> None:
-    client = connect(RedisSettings(url=fresh_redis.url))
-    runner = WireScripts(client, 5.0)
-    try:
+    async with _wire(fresh_redis.url, 5.0) as runner:
         key = _key()
         assert await _run(runner, [(INCR, [key], [1])]) == [1]
         fresh_redis.freeze()
@@ -198,9 +199,6 @@ async def test_a_cancelled_caller_neither_gets_nor_steals_a_reply(
         [reply] = await later
         assert reply[1:3] == [b"second", 2]
         assert gave_up.cancelled()
-    finally:
-        await runner.close()
-        await client.aclose()
 
 
 def test_parse_reply_waits_for_a_whole_reply() -> None:
@@ -226,22 +224,19 @@ async def test_a_demoted_master_is_left_for_a_new_connection(fresh_redis: RedisS
     upstream = RedisServer()
     upstream.start()
     admin = redis.asyncio.Redis.from_url(fresh_redis.url)
-    client = connect(RedisSettings(url=fresh_redis.url))
-    runner = WireScripts(client, 2.0)
     try:
-        key = _key()
-        assert await _run(runner, [(INCR, [key], [1])]) == [1]
-        await admin.execute_command("REPLICAOF", "127.0.0.1", str(upstream.port))
-        with pytest.raises(ReadOnlyError):
-            await _run(runner, [(INCR, [key], [1])])
-        connections = (await admin.info("stats"))["total_connections_received"]
-        await admin.execute_command("REPLICAOF", "NO", "ONE")
-        assert await _run(runner, [(INCR, [key], [1])]) in ([1], [2])
-        after = (await admin.info("stats"))["total_connections_received"]
-        assert after == connections + 1, "the next call came on a new connection"
+        async with _wire(fresh_redis.url, 2.0) as runner:
+            key = _key()
+            assert await _run(runner, [(INCR, [key], [1])]) == [1]
+            await admin.execute_command("REPLICAOF", "127.0.0.1", str(upstream.port))
+            with pytest.raises(ReadOnlyError):
+                await _run(runner, [(INCR, [key], [1])])
+            connections = (await admin.info("stats"))["total_connections_received"]
+            await admin.execute_command("REPLICAOF", "NO", "ONE")
+            assert await _run(runner, [(INCR, [key], [1])]) in ([1], [2])
+            after = (await admin.info("stats"))["total_connections_received"]
+            assert after == connections + 1, "the next call came on a new connection"
     finally:
-        await runner.close()
-        await client.aclose()
         await admin.aclose()
         upstream.stop()
 
@@ -251,9 +246,7 @@ async def test_calls_meant_for_a_server_that_was_replaced_are_not_sent(
 ) -> None:
     """A restart (or a failover) gives the server a new identity; calls composed for the old
     one raise ServerChanged and reach nothing."""
-    client = connect(RedisSettings(url=fresh_redis.url))
-    runner = WireScripts(client, 2.0)
-    try:
+    async with _wire(fresh_redis.url, 2.0) as runner:
         before = await runner.identify()
         key = _key()
         assert await runner.run([(INCR, [key], [1])], before) == [1]
@@ -272,6 +265,3 @@ async def test_calls_meant_for_a_server_that_was_replaced_are_not_sent(
         after = changed.server_id
         assert after != before and after == runner.server_id
         assert await runner.commands([("GET", key)], after) == [None], "nothing was sent"
-    finally:
-        await runner.close()
-        await client.aclose()
