@@ -52,6 +52,7 @@ from redis.exceptions import (
 )
 
 from langgraph_resilient.checkpoint.redis_conn import describe
+from langgraph_resilient.checkpoint.redis_wire import LuaScript
 from langgraph_resilient.checkpoint.store import EPOCH_BAND
 from langgraph_resilient.errors import ConfigurationError, LockTimeoutError, StaleLeaseError
 
@@ -164,6 +165,8 @@ _SCRIPT_NAMES = {
     FLOOR_LUA: "floor",
     CLAIM_LUA: "claim",
 }
+_WIRE_SCRIPTS = {source: LuaScript(source) for source in _SCRIPT_NAMES}
+"""The same scripts for the Redis tier's own connection (``RedisTier.run_script``)."""
 
 
 def _band_start(epoch: int) -> int:
@@ -670,7 +673,8 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
 
             try:
                 name = f"lease_{getattr(script, 'lease_op', 'script')}"
-                return await tier._call(name, lambda: script(keys=self._keys, args=args))
+                lua = _WIRE_SCRIPTS[script.script]
+                return await tier.run_script(name, lua, lambda: self._keys, args)
             except RedisUnavailable as exc:
                 raise _RedisDown(str(exc)) from exc
         breaker = state.own_breaker

@@ -695,6 +695,14 @@ class RedisTier:
         except RedisUnavailable:
             await self.mark_dirty([thread_id])
 
+    async def run_script(
+        self, name: str, script: LuaScript, keys: Callable[[], list[str]], args: Sequence[Any]
+    ) -> Any:
+        """One Lua call on the tier's connection, under its breaker (the lease's calls);
+        ``keys`` are named when the server is known. Raises :class:`RedisUnavailable`."""
+        [reply] = await self._batch(name, lambda: [(script, keys(), args)])
+        return reply
+
     async def _batch(self, name: str, compose: Callable[[], Sequence[ScriptCall]]) -> list[Any]:
         """Script calls in one round trip, under the breaker. ``compose`` builds them when the
         server is known: every key names the server it is meant for."""
