@@ -44,20 +44,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from redis.exceptions import (
-    BusyLoadingError,
-    ReadOnlyError,
-    RedisError,
-    ResponseError,
-)
-
-from langgraph_resilient.checkpoint.redis_conn import describe
 from langgraph_resilient.checkpoint.redis_wire import LuaScript
 from langgraph_resilient.checkpoint.store import EPOCH_BAND
 from langgraph_resilient.errors import ConfigurationError, LockTimeoutError, StaleLeaseError
 
 if TYPE_CHECKING:
-    from langgraph_resilient.checkpoint.redis_tier import TierBreaker
     from langgraph_resilient.checkpoint.saver import ResilientSaver
 
 __all__ = [
@@ -165,8 +156,6 @@ _SCRIPT_NAMES = {
     FLOOR_LUA: "floor",
     CLAIM_LUA: "claim",
 }
-_WIRE_SCRIPTS = {source: LuaScript(source) for source in _SCRIPT_NAMES}
-"""The same scripts for the Redis tier's own connection (``RedisTier.run_script``)."""
 
 
 def _band_start(epoch: int) -> int:
@@ -179,15 +168,6 @@ def _redis_floor(epoch: int) -> int:
     if band % 2 == 0:
         band += 1
     return band * EPOCH_BAND
-
-
-def _redis_unavailable(exc: BaseException) -> bool:
-    """A Redis failure that means "use the durable store" (not a bug in a script)."""
-    if isinstance(exc, ReadOnlyError | BusyLoadingError):
-        return True
-    if isinstance(exc, ResponseError):
-        return False
-    return isinstance(exc, RedisError | OSError | TimeoutError)
 
 
 class _RedisDown(Exception):
@@ -402,26 +382,30 @@ def _held_lease(saver: Any, thread_id: str) -> Lease | None:
     return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Scripts:
-    acquire: Any
-    confirm: Any
-    renew: Any
-    release: Any
-    floor: Any
-    claim: Any
+    acquire: LuaScript
+    confirm: LuaScript
+    renew: LuaScript
+    release: LuaScript
+    floor: LuaScript
+    claim: LuaScript
+
+
+_LEASE_SCRIPTS = _Scripts(
+    *(
+        LuaScript(s)
+        for s in (ACQUIRE_LUA, CONFIRM_LUA, RENEW_LUA, RELEASE_LUA, FLOOR_LUA, CLAIM_LUA)
+    )
+)
 
 
 class _SaverLeases:
-    """Lease state of one saver on one home loop: in-process locks, scripts, Redis breaker."""
+    """Lease state of one saver on one home loop: in-process locks and orphaned tokens."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        from langgraph_resilient.checkpoint.redis_tier import TierBreaker
-
         self.loop = loop
         self.local: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-        self.own_breaker: TierBreaker = TierBreaker()
-        self._scripts: tuple[Any, _Scripts] | None = None
         self._orphans: dict[str, list[tuple[str, float]]] = {}
 
     def add_orphan(self, thread_id: str, token: str, ttl_s: float) -> None:
@@ -440,27 +424,6 @@ class _SaverLeases:
         else:
             del self._orphans[thread_id]
         return [token for token, _ in live]
-
-    def scripts(self, client: Any) -> _Scripts:
-        if self._scripts is None or self._scripts[0] is not client:
-
-            def reg(source: str) -> Any:
-                script = client.register_script(source)
-                script.lease_op = _SCRIPT_NAMES[source]  # the op name in the tier's metrics
-                return script
-
-            self._scripts = (
-                client,
-                _Scripts(
-                    reg(ACQUIRE_LUA),
-                    reg(CONFIRM_LUA),
-                    reg(RENEW_LUA),
-                    reg(RELEASE_LUA),
-                    reg(FLOOR_LUA),
-                    reg(CLAIM_LUA),
-                ),
-            )
-        return self._scripts[1]
 
     async def lock_local(self, thread_id: str, limit_s: float) -> bool:
         """Serialize the holders of one thread within this saver (no Redis polling for them)."""
@@ -644,7 +607,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         # The `{thread_id}` hash tag keeps them in one Cluster slot with the Redis tier's keys;
         # the third is the tier's generation key of the thread (its dirty repair bumps it).
         base = f"{self.saver.settings.prefix}{{{self.thread_id}}}:"
-        tier = getattr(self.saver, "_tier", None)
+        tier = self.saver._tier
         gen_key = base + "g" if tier is None else tier.generation_key(self.thread_id)
         return [base + "lease", base + "epoch", gen_key]
 
@@ -652,44 +615,26 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
     def _ttl_ms(self) -> int:
         return max(1, int(self.ttl_s * 1000))
 
-    def _breaker(self, state: _SaverLeases) -> TierBreaker:
-        tier = getattr(self.saver, "_tier", None)
-        breaker = getattr(tier, "breaker", None)
-        return breaker if breaker is not None else state.own_breaker
-
     def _redis_usable(self, state: _SaverLeases) -> bool:
-        if self.saver.redis is None:
+        tier = self.saver._tier
+        if tier is None:
             return False
-        breaker = self._breaker(state)
-        return not breaker.is_open or breaker.probe_due()
+        return not tier.breaker.is_open or tier.breaker.probe_due()
 
-    async def _redis(self, state: _SaverLeases, script: Any, args: list[Any]) -> Any:
-        """One Lua call. With a Redis tier, it goes through the tier's breaker (which repairs
-        dirty threads before it trusts Redis again); without one, through a breaker of our own.
-        Raises ``_RedisDown`` when Redis is unavailable."""
-        tier = getattr(self.saver, "_tier", None)
-        if tier is not None:
-            from langgraph_resilient.checkpoint.redis_tier import RedisUnavailable
+    async def _redis(self, state: _SaverLeases, script: LuaScript, args: list[Any]) -> Any:
+        """One Lua call on the Redis tier's connection, under its breaker (which repairs dirty
+        threads before it trusts Redis again). Raises ``_RedisDown`` when Redis is unavailable
+        (or the saver has no Redis tier)."""
+        from langgraph_resilient.checkpoint.redis_tier import RedisUnavailable
 
-            try:
-                name = f"lease_{getattr(script, 'lease_op', 'script')}"
-                lua = _WIRE_SCRIPTS[script.script]
-                return await tier.run_script(name, lua, lambda: self._keys, args)
-            except RedisUnavailable as exc:
-                raise _RedisDown(str(exc)) from exc
-        breaker = state.own_breaker
-        settings = getattr(self.saver, "redis_settings", None)
-        timeout = 2 * getattr(settings, "socket_timeout_s", 0.25)
+        tier = self.saver._tier
+        if tier is None:
+            raise _RedisDown("the saver has no Redis tier")
         try:
-            result = await asyncio.wait_for(script(keys=self._keys, args=args), timeout)
-        except Exception as exc:
-            if not _redis_unavailable(exc):
-                raise
-            if breaker.failure():
-                log.warning("Redis unavailable for thread leases: %s", describe(exc))
-            raise _RedisDown(describe(exc)) from exc
-        breaker.success()
-        return result
+            name = f"lease_{_SCRIPT_NAMES[script.source]}"
+            return await tier.run_script(name, script, lambda: self._keys, args)
+        except RedisUnavailable as exc:
+            raise _RedisDown(str(exc)) from exc
 
     # ---------------------------------------------------------------- acquire
 
@@ -773,7 +718,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             await asyncio.sleep(max(0.0, min(delay, deadline - now)))
 
     async def _try_redis(self, state: _SaverLeases) -> Lease | _Held:
-        scripts = state.scripts(self.saver.redis)
+        scripts = _LEASE_SCRIPTS
         token = _new_token()
         sent = time.monotonic()
         args = [token, self._ttl_ms, EPOCH_BAND, EPOCH_BAND, *state.orphans(self.thread_id)]
@@ -881,7 +826,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         """Renew wherever the lease lives; False (and the lease marked lost) when it is gone."""
         store = self.saver.store
         if self._in_redis:
-            scripts = state.scripts(self.saver.redis)
+            scripts = _LEASE_SCRIPTS
             try:
                 renewed = int(await self._redis(state, scripts.renew, [lease.token, self._ttl_ms]))
             except _RedisDown as exc:
@@ -931,7 +876,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
 
     async def _claim_redis(self, lease: Lease, state: _SaverLeases) -> None:
         """A store-held lease sees Redis again: let Redis acquirers wait for it (best effort)."""
-        scripts = state.scripts(self.saver.redis)
+        scripts = _LEASE_SCRIPTS
         try:
             claimed = await self._redis(
                 state, scripts.claim, [_redis_floor(lease.epoch), lease.token, self._ttl_ms]
@@ -979,9 +924,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             if self._in_redis and _is_stale(exc) and not lease.lost:
                 await self._repair_counter(lease, state)
             if self._in_redis:
-                await self._release_redis_quietly(
-                    state, state.scripts(self.saver.redis), lease.token
-                )
+                await self._release_redis_quietly(state, _LEASE_SCRIPTS, lease.token)
             if self._in_store:
                 try:
                     await self.saver.store.lease_release(self.thread_id, lease.token)
@@ -1010,7 +953,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         behind the store's epoch (a store lease was used while this Redis stayed up, and the
         tier's dirty-thread repair has not run yet). Move it above, so the next acquisition gets
         a valid epoch, and drop the thread's cached entries, which are as stale as the counter."""
-        scripts = state.scripts(self.saver.redis)
+        scripts = _LEASE_SCRIPTS
         try:
             if not int(await self._redis(state, scripts.renew, [lease.token, self._ttl_ms])):
                 return  # taken over, not behind
