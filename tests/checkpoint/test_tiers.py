@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import START, StateGraph
+from prometheus_client import REGISTRY
 
 from langgraph_resilient import ResilientSaver
 from langgraph_resilient.checkpoint.batcher import Batch
@@ -187,6 +188,13 @@ async def _final_states(graph: Any, threads: int) -> list[list[str]]:
     ]
 
 
+def _cache_hits() -> float:
+    return (
+        REGISTRY.get_sample_value("langgraph_checkpoint_cache_reads_total", {"result": "hit"})
+        or 0.0
+    )
+
+
 async def _redis_keys(url: str, prefix: str) -> int:
     client = redis.asyncio.Redis.from_url(url)
     try:
@@ -215,6 +223,35 @@ async def test_redis_stopped_mid_run_no_invocation_fails(
         states = await _final_states(graph, 3)
     expected = [x for turn in range(10) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
     assert states == [expected] * 3, "state identical to a run without the fault"
+
+
+@pytest.mark.fault
+async def test_a_saver_started_without_redis_uses_it_once_it_is_up(
+    fresh_redis: RedisServer, prefix: str
+) -> None:
+    fresh_redis.stop()
+    async with ResilientSaver.from_urls(
+        postgres_url=POSTGRES_URL, redis_url=fresh_redis.url, prefix=prefix
+    ) as saver:
+        assert saver._tier is not None and saver._tier.breaker.is_open
+        graph = _turn_graph().compile(checkpointer=saver)
+        await _run_turns(graph, 2, range(2))
+        fresh_redis.start()
+        await asyncio.sleep(saver._tier.breaker.open_for_s)
+        await _run_turns(graph, 2, range(2, 4))
+        assert not saver._tier.breaker.is_open, "Redis is used once it answers"
+        assert await _redis_keys(fresh_redis.url, prefix) > 0
+        hits = REGISTRY.get_sample_value(
+            "langgraph_checkpoint_cache_reads_total", {"result": "hit"}
+        )
+        head = await saver.aget_tuple({"configurable": {"thread_id": "t0"}})
+        after = REGISTRY.get_sample_value(
+            "langgraph_checkpoint_cache_reads_total", {"result": "hit"}
+        )
+        assert head is not None and after == (hits or 0) + 1, "a head read is served by the cache"
+        states = await _final_states(graph, 2)
+    expected = [x for turn in range(4) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
+    assert states == [expected] * 2
 
 
 @pytest.mark.fault
