@@ -9,7 +9,7 @@ Accepted URLs:
   per-thread key carries a ``{thread_id}`` hash tag so a thread's keys share one slot).
 
 Only plain Redis commands and Lua are used: no modules (RedisJSON, RediSearch) are needed, and
-Valkey works the same.
+Valkey speaks the same commands (tested here on Redis 7 only).
 """
 
 from __future__ import annotations
