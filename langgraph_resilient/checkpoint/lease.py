@@ -49,6 +49,7 @@ from langgraph_resilient.checkpoint.store import EPOCH_BAND
 from langgraph_resilient.errors import ConfigurationError, LockTimeoutError, StaleLeaseError
 
 if TYPE_CHECKING:
+    from langgraph_resilient.checkpoint.redis_tier import RedisTier
     from langgraph_resilient.checkpoint.saver import ResilientSaver
 
 __all__ = [
@@ -602,14 +603,11 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
 
     # ---------------------------------------------------------------- plumbing
 
-    @property
-    def _keys(self) -> list[str]:
+    def _keys(self, tier: RedisTier) -> list[str]:
         # The `{thread_id}` hash tag keeps them in one Cluster slot with the Redis tier's keys;
         # the third is the tier's generation key of the thread (its dirty repair bumps it).
         base = f"{self.saver.settings.prefix}{{{self.thread_id}}}:"
-        tier = self.saver._tier
-        gen_key = base + "g" if tier is None else tier.generation_key(self.thread_id)
-        return [base + "lease", base + "epoch", gen_key]
+        return [base + "lease", base + "epoch", tier.generation_key(self.thread_id)]
 
     @property
     def _ttl_ms(self) -> int:
@@ -621,7 +619,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             return False
         return not tier.breaker.is_open or tier.breaker.probe_due()
 
-    async def _redis(self, state: _SaverLeases, script: LuaScript, args: list[Any]) -> Any:
+    async def _redis(self, script: LuaScript, args: list[Any]) -> Any:
         """One Lua call on the Redis tier's connection, under its breaker (which repairs dirty
         threads before it trusts Redis again). Raises ``_RedisDown`` when Redis is unavailable
         (or the saver has no Redis tier)."""
@@ -632,7 +630,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             raise _RedisDown("the saver has no Redis tier")
         try:
             name = f"lease_{_SCRIPT_NAMES[script.source]}"
-            return await tier.run_script(name, script, lambda: self._keys, args)
+            return await tier.run_script(name, script, lambda: self._keys(tier), args)
         except RedisUnavailable as exc:
             raise _RedisDown(str(exc)) from exc
 
@@ -723,7 +721,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         sent = time.monotonic()
         args = [token, self._ttl_ms, EPOCH_BAND, EPOCH_BAND, *state.orphans(self.thread_id)]
         try:
-            reply = await self._redis(state, scripts.acquire, args)
+            reply = await self._redis(scripts.acquire, args)
         except _RedisDown:
             state.add_orphan(self.thread_id, token, self.ttl_s)
             raise
@@ -762,14 +760,14 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         band = _band_start(epoch)
         result = await self.saver.store.lease_raise(self.thread_id, band, token)
         if result.held:
-            await self._redis(state, scripts.floor, [0, token])
+            await self._redis(scripts.floor, [0, token])
             return _Held(None, f"a {self.saver.store.tier} lease row")
         if result.raised or (revalidate and result.epoch < epoch):
-            if int(await self._redis(state, scripts.confirm, [token, band, gen])):
+            if int(await self._redis(scripts.confirm, [token, band, gen])):
                 return None
             return _RETRY  # the key vanished meanwhile (Redis restarted): start over
         floor = _redis_floor(max(result.epoch, epoch))
-        await self._redis(state, scripts.floor, [floor, token])
+        await self._redis(scripts.floor, [floor, token])
         return _RETRY
 
     async def _try_store(self) -> Lease | _Held:
@@ -828,7 +826,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         if self._in_redis:
             scripts = _LEASE_SCRIPTS
             try:
-                renewed = int(await self._redis(state, scripts.renew, [lease.token, self._ttl_ms]))
+                renewed = int(await self._redis(scripts.renew, [lease.token, self._ttl_ms]))
             except _RedisDown as exc:
                 if not self._in_store:
                     # Redis failed mid-lease: move the lease, same epoch, to the durable store.
@@ -879,7 +877,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         scripts = _LEASE_SCRIPTS
         try:
             claimed = await self._redis(
-                state, scripts.claim, [_redis_floor(lease.epoch), lease.token, self._ttl_ms]
+                scripts.claim, [_redis_floor(lease.epoch), lease.token, self._ttl_ms]
             )
         except _RedisDown:
             state.add_orphan(self.thread_id, lease.token, self.ttl_s)
@@ -892,7 +890,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         self, state: _SaverLeases, scripts: _Scripts, token: str
     ) -> None:
         try:
-            await self._redis(state, scripts.release, [token])
+            await self._redis(scripts.release, [token])
         except Exception as exc:
             # The key expires by itself; until then this process's next acquisition of the
             # thread takes it over instead of waiting for it.
@@ -955,11 +953,11 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         a valid epoch, and drop the thread's cached entries, which are as stale as the counter."""
         scripts = _LEASE_SCRIPTS
         try:
-            if not int(await self._redis(state, scripts.renew, [lease.token, self._ttl_ms])):
+            if not int(await self._redis(scripts.renew, [lease.token, self._ttl_ms])):
                 return  # taken over, not behind
             stored = await self.saver.store.thread_epoch(self.thread_id)
             if stored > lease.epoch:
-                await self._redis(state, scripts.floor, [_redis_floor(stored), ""])
+                await self._redis(scripts.floor, [_redis_floor(stored), ""])
                 tier = getattr(self.saver, "_tier", None)
                 if tier is not None:
                     await tier.invalidate([self.thread_id])
