@@ -14,7 +14,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis.asyncio
@@ -105,44 +105,36 @@ async def _run_on(
     assert _redis_failures() == failures, "no Redis call failed"
 
 
-@pytest.fixture
-def sentinel() -> Iterator[RedisSentinelServers]:
-    servers = RedisSentinelServers("mymaster")
+Servers = TypeVar("Servers", RedisSentinelServers, RedisClusterServers, TlsRedisServer)
+
+
+def _running(servers: Servers) -> Iterator[Servers]:
+    """Start ``servers`` for a test and stop them (by PID) afterwards, whatever happens."""
     try:
         servers.start()
         yield servers
     finally:
         servers.stop()
+
+
+@pytest.fixture
+def sentinel() -> Iterator[RedisSentinelServers]:
+    yield from _running(RedisSentinelServers("mymaster"))
 
 
 @pytest.fixture
 def sentinel_with_replica() -> Iterator[RedisSentinelServers]:
-    servers = RedisSentinelServers("mymaster", replica=True, down_after_ms=1000)
-    try:
-        servers.start()
-        yield servers
-    finally:
-        servers.stop()
+    yield from _running(RedisSentinelServers("mymaster", replica=True, down_after_ms=1000))
 
 
 @pytest.fixture
 def cluster() -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(3)
-    try:
-        servers.start()
-        yield servers
-    finally:
-        servers.stop()
+    yield from _running(RedisClusterServers(3))
 
 
 @pytest.fixture
 def tls_redis() -> Iterator[TlsRedisServer]:
-    server = TlsRedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _running(TlsRedisServer())
 
 
 async def test_sentinel_url_finds_the_master_and_caches_there(
