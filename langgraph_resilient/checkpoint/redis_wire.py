@@ -7,11 +7,15 @@ here and sent on a dedicated connection it costs about 40 µs (measured with the
 and payload). At 13 Redis round trips per 5-node invocation that difference is most of what the
 Redis tier added to an invocation.
 
-:class:`WireScripts` borrows only the connection set-up from redis-py (``make_connection`` and
-``connect`` do TLS, AUTH, SELECT and, for Sentinel, find the current master), then writes
-RESP itself and reads replies with one reader task. Calls from concurrent coroutines share the
-connection: Redis answers in order, so replies are matched to a FIFO of futures, and a caller
-that gives up (a timeout or a cancellation) leaves its reply to be read and dropped.
+:class:`WireScripts` borrows only the connection set-up from redis-py (the client pool's
+connection class and arguments do TLS, AUTH, SELECT and, for Sentinel, find the current
+master), then writes RESP itself and reads replies with one reader task. Calls from concurrent
+coroutines share the connection: Redis answers in order, so replies are matched to a FIFO of
+futures, and a caller that gives up (a timeout or a cancellation) leaves its reply to be read
+and dropped. Each new connection first reads the server's ``run_id``: a caller composes its keys
+for one server identity, and a call meant for another server is refused (:class:`ServerChanged`)
+rather than sent, because a restarted or promoted server may lack writes the old one
+acknowledged.
 
 Redis Cluster has no single connection; :class:`PipelineScripts` runs the same calls through
 redis-py's cluster pipeline.
