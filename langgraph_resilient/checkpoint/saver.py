@@ -592,11 +592,12 @@ class ResilientSaver(
         for record in batch.checkpoints:
             key = (record.thread_id, record.checkpoint_ns, record.checkpoint_id)
             await self._after_fenced_put(record, key in stored.checkpoints)
+        by_head: dict[tuple[str, str, str], set[tuple[str, int]]] = {}
+        for tid, ns, cid, task_id, idx in stored.writes:  # once, not once per op
+            by_head.setdefault((tid, ns, cid), set()).add((task_id, idx))
         for op in batch.writes:
             head = (op.thread_id, op.checkpoint_ns, op.checkpoint_id)
-            await self._after_fenced_writes(
-                op, {(t, i) for *h, t, i in stored.writes if tuple(h) == head}
-            )
+            await self._after_fenced_writes(op, by_head.get(head, set()))
 
     async def _after_fenced_put(self, record: CheckpointRecord, inserted: bool) -> None:
         tier = self._tier
