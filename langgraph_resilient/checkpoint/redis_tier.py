@@ -29,6 +29,7 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -322,6 +323,15 @@ def _decode_writes(flat: Sequence[Any]) -> tuple[bool, list[WriteRecord]]:
     return complete, writes
 
 
+_SERVER_SEGMENT = re.compile(rb"\}:([0-9a-f]{40}):")
+
+
+def _left_by_another_server(key: bytes, server_id: str) -> bool:
+    """A cache key (``{prefix}{thread}:<run_id>:...``) written for another server."""
+    found = _SERVER_SEGMENT.search(key)
+    return found is not None and found.group(1).decode() != server_id
+
+
 class RedisTier:
     """The Redis tier plus the L1 cache it validates. Never raises for a Redis failure."""
 
@@ -349,6 +359,7 @@ class RedisTier:
         one acknowledged, is a fresh, empty cache."""
         self._recovering = asyncio.Lock()
         self._repair_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- keys
 
@@ -379,8 +390,33 @@ class RedisTier:
                 server_id,
                 self._incarnation,
             )
+        changed = self._incarnation is not None
         self._incarnation = server_id
         self.cache.clear()
+        if changed and (self._sweep_task is None or self._sweep_task.done()):
+            self._sweep_task = asyncio.get_running_loop().create_task(self._sweep(server_id))
+
+    async def _sweep(self, server_id: str) -> None:
+        """Delete what earlier servers' entries left on this one: a promoted replica holds a
+        copy of them, unreachable now, that would take memory until the entries' TTL."""
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + "*"
+        cursor: Any = "0"
+        swept = 0
+        try:
+            while self._incarnation == server_id:
+                scan = ("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                [[cursor, keys]] = await self._scripts.commands([scan], server_id)
+                stale = [k for k in keys if _left_by_another_server(k, server_id)]
+                if stale:
+                    await self._scripts.commands([("UNLINK", *stale)], server_id)
+                    swept += len(stale)
+                if cursor in (b"0", 0, "0"):
+                    break
+                await asyncio.sleep(0.005)  # a background chore: leave Redis to the graphs
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.debug("sweeping entries of earlier Redis servers stopped: %s", describe(exc))
+        if swept:
+            log.info("deleted %d cache entries that earlier Redis servers left", swept)
 
     def _bumps(self, thread_ids: Sequence[str]) -> list[tuple[str, str]]:
         """Generation bumps: every cached entry of these threads becomes unreachable."""
@@ -477,12 +513,14 @@ class RedisTier:
         self._repair_task = asyncio.get_running_loop().create_task(self._repair_loop())
 
     async def stop(self) -> None:
-        """Stop the periodic repair and close the client."""
-        task, self._repair_task = self._repair_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop the periodic repair (and a sweep in progress) and close the client."""
+        tasks = [self._repair_task, self._sweep_task]
+        self._repair_task = self._sweep_task = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:
             await self._scripts.close()
             await self.client.aclose()

@@ -222,6 +222,8 @@ async def test_sentinel_failover_mid_run_no_invocation_fails_and_redis_is_used_a
         before = await _keys(redis.asyncio.Redis(host="127.0.0.1", port=old.port), prefix)
         assert _threads_with_keys(before, prefix, 4) == set(early), "cached on the old master"
 
+        old_server = tier._incarnation
+        assert old_server is not None
         started = time.monotonic()
         await asyncio.to_thread(_fail_over, servers)
         failover_s = time.monotonic() - started
@@ -242,6 +244,8 @@ async def test_sentinel_failover_mid_run_no_invocation_fails_and_redis_is_used_a
 
     after = await _keys(redis.asyncio.Redis(host="127.0.0.1", port=new.port), prefix)
     assert _threads_with_keys(after, prefix, 4) == {*early, *late}, "cached on the new master"
+    # The copies of the old master's entries that the promoted replica held were swept.
+    assert not [k for k in after if f":{old_server}:" in k], "no entry of the old server is left"
 
     # A cold replica (empty in-process cache) finds the new master too, and its head reads are
     # served by Redis with the latest state: nothing cached there is stale.
