@@ -2,7 +2,7 @@
 
 Run it with::
 
-    .venv/bin/python -m benchmarks.bench_checkpoint            # full default run (3-4 min)
+    .venv/bin/python -m benchmarks.bench_checkpoint            # full default run (4-5 min)
     .venv/bin/python -m benchmarks.bench_checkpoint --quick    # smoke run (< 1 min)
 
 The workload is a 5-node chain ``StateGraph``: each node appends a small message to an
