@@ -36,8 +36,9 @@ class RedisSettings:
 
     url: str
     socket_timeout_s: float = 0.25
-    """Per-command timeout. Short on purpose: a slow Redis must not slow a graph step; after it
-    the call counts as a Redis failure and the saver uses the local cache and Postgres."""
+    """Time limit of a Redis call: a round trip (connecting included) may take twice this.
+    Short on purpose: a slow Redis must not slow a graph step; after it the call counts as a
+    Redis failure and the saver uses the local cache and Postgres."""
     connect_timeout_s: float = 0.5
     max_connections: int = 64
     key_ttl_s: int = 7 * 24 * 3600

@@ -178,8 +178,9 @@ class ResilientSaver(
             sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` survives power loss,
                 ``NORMAL`` only process crashes).
             cache_max_bytes: Bound of the in-process cache (used with ``redis_url``).
-            redis_socket_timeout_s: A Redis call slower than this counts as a Redis failure;
-                after two in a row the saver stops using Redis until it answers again.
+            redis_socket_timeout_s: A Redis round trip longer than twice this (connecting
+                included) counts as a Redis failure; after two in a row the saver stops using
+                Redis until it answers again.
             redis_key_ttl_s: Expiry of cached entries in Redis.
             redis_repair_interval_s: How often this replica repairs the cache entries of
                 threads that a replica wrote while it could not reach Redis.
