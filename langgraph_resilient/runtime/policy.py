@@ -459,6 +459,31 @@ def _give_up(
         ) from exc
 
 
+def _retry_delay(
+    retry: Retry,
+    site: _Site,
+    bus: EventBus,
+    exc: Exception,
+    attempt: int,
+    started: float,
+    delay: float,
+) -> float | None:
+    """After a failed attempt: the delay before the next one (published as a retry), or
+    ``None`` to give up (published; raises instead when the retry budget is spent)."""
+    decision = retry.decide(exc, attempt, started, delay)
+    if decision.delay_s is None:
+        _give_up(retry, site, bus, exc, attempt, decision.reason)
+        return None
+    bus.publish(
+        EventKind.RETRY,
+        site.name,
+        attempt=attempt,
+        delay_s=decision.delay_s,
+        error=_error_name(exc),
+    )
+    return decision.delay_s
+
+
 def _sync_retry(next_: SyncCall, retry: Retry, site: _Site, bus: EventBus) -> SyncCall:
     clock = retry.clock
     budget = retry.budget
@@ -479,18 +504,10 @@ def _sync_retry(next_: SyncCall, retry: Retry, site: _Site, bus: EventBus) -> Sy
             except GraphBubbleUp:
                 raise
             except Exception as exc:
-                decision = retry.decide(exc, attempt, started, delay)
-                if decision.delay_s is None:
-                    _give_up(retry, site, bus, exc, attempt, decision.reason)
+                next_delay = _retry_delay(retry, site, bus, exc, attempt, started, delay)
+                if next_delay is None:
                     raise
-                delay = decision.delay_s
-                bus.publish(
-                    EventKind.RETRY,
-                    site.name,
-                    attempt=attempt,
-                    delay_s=delay,
-                    error=_error_name(exc),
-                )
+                delay = next_delay
             clock.sleep(delay)
             attempt += 1
             stats = _STATS.get()
@@ -716,18 +733,10 @@ def _async_retry(next_: AsyncCall, retry: Retry, site: _Site, bus: EventBus) -> 
             except GraphBubbleUp:
                 raise
             except Exception as exc:
-                decision = retry.decide(exc, attempt, started, delay)
-                if decision.delay_s is None:
-                    _give_up(retry, site, bus, exc, attempt, decision.reason)
+                next_delay = _retry_delay(retry, site, bus, exc, attempt, started, delay)
+                if next_delay is None:
                     raise
-                delay = decision.delay_s
-                bus.publish(
-                    EventKind.RETRY,
-                    site.name,
-                    attempt=attempt,
-                    delay_s=delay,
-                    error=_error_name(exc),
-                )
+                delay = next_delay
             await clock.asleep(delay)
             attempt += 1
             stats = _STATS.get()
