@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio
 
 from langgraph_resilient import ResilientSaver
-from tests.servers import RedisServer
+from tests.servers import RedisServer, running
 
 POSTGRES_URL = os.environ.get("LGR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LGR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -134,9 +134,4 @@ async def prefix() -> AsyncIterator[str]:
 @pytest.fixture
 def fresh_redis() -> Iterator[RedisServer]:
     """A private Redis the test may stop, restart (empty) and freeze."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(RedisServer())

@@ -15,8 +15,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 PG_BIN = Path(os.environ.get("LGR_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -181,6 +182,25 @@ class PgBouncer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class _Startable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Startable)
+
+
+def running(servers: S) -> Iterator[S]:
+    """Start ``servers`` for a test (a fixture's body: ``yield from running(...)``) and stop
+    them, by PID, afterwards whatever happens."""
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
 
 
 def _distinct_free_ports(count: int) -> list[int]:

@@ -14,7 +14,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -30,6 +30,7 @@ from tests.servers import (
     TlsRedisServer,
     _redis_cli,
     _wait_until,
+    running,
 )
 
 TURNS = 3
@@ -105,36 +106,24 @@ async def _run_on(
     assert _redis_failures() == failures, "no Redis call failed"
 
 
-Servers = TypeVar("Servers", RedisSentinelServers, RedisClusterServers, TlsRedisServer)
-
-
-def _running(servers: Servers) -> Iterator[Servers]:
-    """Start ``servers`` for a test and stop them (by PID) afterwards, whatever happens."""
-    try:
-        servers.start()
-        yield servers
-    finally:
-        servers.stop()
-
-
 @pytest.fixture
 def sentinel() -> Iterator[RedisSentinelServers]:
-    yield from _running(RedisSentinelServers("mymaster"))
+    yield from running(RedisSentinelServers("mymaster"))
 
 
 @pytest.fixture
 def sentinel_with_replica() -> Iterator[RedisSentinelServers]:
-    yield from _running(RedisSentinelServers("mymaster", replica=True, down_after_ms=1000))
+    yield from running(RedisSentinelServers("mymaster", replica=True, down_after_ms=1000))
 
 
 @pytest.fixture
 def cluster() -> Iterator[RedisClusterServers]:
-    yield from _running(RedisClusterServers(3))
+    yield from running(RedisClusterServers(3))
 
 
 @pytest.fixture
 def tls_redis() -> Iterator[TlsRedisServer]:
-    yield from _running(TlsRedisServer())
+    yield from running(TlsRedisServer())
 
 
 async def test_sentinel_url_finds_the_master_and_caches_there(

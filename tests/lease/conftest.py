@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from langgraph_resilient import ResilientSaver
 from langgraph_resilient.checkpoint.lease import LeaseEvent, add_lease_hook
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, free_port, running
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -23,12 +23,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
     """A private Redis for the module (tests keep apart by their unique prefixes)."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(RedisServer())
 
 
 @pytest.fixture
