@@ -12,10 +12,19 @@ connection class and arguments do TLS, AUTH, SELECT and, for Sentinel, find the 
 master), then writes RESP itself and reads replies with one reader task. Calls from concurrent
 coroutines share the connection: Redis answers in order, so replies are matched to a FIFO of
 futures, and a caller that gives up (a timeout or a cancellation) leaves its reply to be read
-and dropped. Each new connection first reads the server's ``run_id``: a caller composes its keys
-for one server identity, and a call meant for another server is refused (:class:`ServerChanged`)
-rather than sent, because a restarted or promoted server may lack writes the old one
-acknowledged.
+and dropped. Each new connection first reads the server's ``run_id`` (and loads every script
+the process knows, so a restarted or promoted server never refuses part of a batch): a caller
+composes its keys for one server identity, and a call meant for another server is refused
+(:class:`ServerChanged`) rather than sent, because a restarted or promoted server may lack
+writes the old one acknowledged.
+
+A call refused with ``NOSCRIPT`` did not run; the calls around it in the batch did. Only the
+refused calls are sent again, after their scripts are loaded: several scripts (the lease's
+epoch counter, the generation bumps) must never run twice. Their replies take the refused
+calls' places, so the caller sees every reply in the order of its calls. Only a ``SCRIPT
+FLUSH`` on a live connection can refuse part of a batch, and then the refused calls run after
+the ones that followed them; every batch the tier composes is a set of publications to distinct
+keys, or of idempotent fills, whose order does not matter.
 
 Redis Cluster has no single connection; :class:`PipelineScripts` runs the same calls through
 redis-py's cluster pipeline.
@@ -26,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -34,18 +44,35 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 from redis.maint_notifications import MaintNotificationsConfig
 
+from langgraph_resilient._aio import stop_tasks
+
+_log = logging.getLogger("langgraph_resilient.redis")
+
 ScriptCall = tuple["LuaScript", Sequence[str], Sequence[Any]]
 """One script call: the script, its keys, its arguments."""
 
 
 class LuaScript:
-    """A Lua script and its SHA1, as the server knows it after ``SCRIPT LOAD``."""
+    """A Lua script and its SHA1, as the server knows it after ``SCRIPT LOAD``.
+
+    Every script made is remembered, so that a new connection loads them all before its first
+    call (see :class:`WireScripts`).
+    """
 
     __slots__ = ("sha", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        _KNOWN_SCRIPTS.setdefault(self.sha, self)
+
+
+_KNOWN_SCRIPTS: dict[str, LuaScript] = {}
+"""Every script this process made, by SHA1 (a few dozen at most: they are module constants)."""
+
+_RELOADS = 3
+"""How many times a call refused with NOSCRIPT is sent again (each time after loading its
+script): more than once only if the script cache is flushed again meanwhile."""
 
 
 class ServerChanged(RedisError):
@@ -180,13 +207,20 @@ class WireScripts:
     async def run(self, calls: Sequence[ScriptCall], expect: str | None) -> list[Any]:
         commands = [encode_evalsha(s.sha, k, a) for s, k, a in calls]
         replies = await self._roundtrip(commands, expect)
-        if any(isinstance(r, NoScriptError) for r in replies):
-            # A restarted or flushed server lost the scripts: load them, replay once (every
-            # script of the tier is idempotent).
-            scripts = {id(c[0]): c[0] for c in calls}.values()
-            loads = [encode_command("SCRIPT", "LOAD", s.source) for s in scripts]
-            _raise_first_error(await self._roundtrip(loads, expect))
-            replies = await self._roundtrip(commands, expect)
+        for _ in range(_RELOADS):
+            refused = _refused(replies)
+            if not refused:
+                break
+            # NOSCRIPT means that call did not run; the others did, and must not run twice
+            # (the lease's epoch counter and the generation bumps are not idempotent). Load the
+            # missing scripts and send the refused calls again, in one round trip.
+            loads = [
+                encode_command("SCRIPT", "LOAD", s.source) for s in _scripts_of(calls, refused)
+            ]
+            again = await self._roundtrip(loads + [commands[i] for i in refused], expect)
+            _raise_first_error(again[: len(loads)])
+            for i, reply in zip(refused, again[len(loads) :], strict=True):
+                replies[i] = reply
         _raise_first_error(replies)
         return replies
 
@@ -275,12 +309,24 @@ class WireScripts:
 
     async def _identify(self, writer: Any, deadline: float) -> str:
         """The server's ``run_id``: it changes when Redis restarts and when a failover puts
-        another server in its place, the two events that can lose acknowledged writes."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append(future)
-        writer.write(encode_command("INFO", "server"))
+        another server in its place, the two events that can lose acknowledged writes.
+
+        Every known script is loaded in the same round trip: a restarted or promoted server has
+        none, and a batch whose calls were refused only in part would run the refused ones
+        after the calls that followed them.
+        """
+        loop = asyncio.get_running_loop()
+        scripts = list(_KNOWN_SCRIPTS.values())
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in range(len(scripts) + 1)]
+        self._pending.extend(futures)
+        writer.write(
+            encode_command("INFO", "server")
+            + b"".join(encode_command("SCRIPT", "LOAD", s.source) for s in scripts)
+        )
         async with asyncio.timeout_at(deadline):
-            info = await future
+            # A script the server refuses to load (an ACL without SCRIPT, bad Lua) fails where
+            # it is called, with the server's own message, not here.
+            info, *_ = [await f for f in futures]
         if isinstance(info, bytes):
             for line in info.splitlines():
                 if line.startswith(b"run_id:"):
@@ -329,9 +375,7 @@ class WireScripts:
     async def close(self) -> None:
         task = self._reader_task
         self._drop(RedisConnectionError("closed"))
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks([task], what="closing the Redis connection", log=_log)
 
 
 class PipelineScripts:
@@ -351,23 +395,32 @@ class PipelineScripts:
     async def run(self, calls: Sequence[ScriptCall], expect: str | None) -> list[Any]:
         if expect != self.server_id:
             raise ServerChanged(self.server_id)
-        return await asyncio.wait_for(self._run(calls), self._timeout_s)
+        async with asyncio.timeout(self._timeout_s):
+            return await self._run(calls)
 
     async def _run(self, calls: Sequence[ScriptCall]) -> list[Any]:
         # redis-py's pipelines ask SCRIPT EXISTS before running scripts (a second round trip):
         # run by hash instead, and reload only when the server lost them.
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            for script, keys, args in calls:
-                # execute_command: cluster pipelines refuse pipe.evalsha() outright
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            replies = list(await pipe.execute(raise_on_error=False))
-            if attempt == 2 or not any(isinstance(r, NoScriptError) for r in replies):
-                _raise_first_error(replies)
-                return replies
-            for script in {id(c[0]): c[0] for c in calls}.values():
+        replies = await self._send(calls)
+        for _ in range(_RELOADS):
+            refused = _refused(replies)
+            if not refused:
+                break
+            # As on the wire: only the refused calls run again (the others ran).
+            for script in _scripts_of(calls, refused):
                 await self._client.script_load(script.source)
-        raise AssertionError("unreachable")
+            again = await self._send([calls[i] for i in refused])
+            for i, reply in zip(refused, again, strict=True):
+                replies[i] = reply
+        _raise_first_error(replies)
+        return replies
+
+    async def _send(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            # execute_command: cluster pipelines refuse pipe.evalsha() outright
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def identify(self) -> str:
         return self.server_id
@@ -375,7 +428,8 @@ class PipelineScripts:
     async def commands(self, commands: Sequence[Sequence[Any]], expect: str | None) -> list[Any]:
         if expect != self.server_id:
             raise ServerChanged(self.server_id)
-        return await asyncio.wait_for(self._commands(commands), self._timeout_s)
+        async with asyncio.timeout(self._timeout_s):
+            return await self._commands(commands)
 
     async def _commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
@@ -387,6 +441,16 @@ class PipelineScripts:
 
     async def close(self) -> None:
         return None
+
+
+def _refused(replies: Sequence[Any]) -> list[int]:
+    """Positions of the calls the server refused with NOSCRIPT (they did not run)."""
+    return [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+
+
+def _scripts_of(calls: Sequence[ScriptCall], positions: Sequence[int]) -> list[LuaScript]:
+    """The distinct scripts of the calls at ``positions``, in order of first use."""
+    return list({calls[i][0].sha: calls[i][0] for i in positions}.values())
 
 
 def _raise_first_error(replies: Sequence[Any]) -> None:
