@@ -44,9 +44,17 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from langgraph_resilient._aio import STOP_TIMEOUT_S, cancelling, stop_tasks
 from langgraph_resilient.checkpoint.redis_wire import LuaScript
 from langgraph_resilient.checkpoint.store import EPOCH_BAND
-from langgraph_resilient.errors import ConfigurationError, LockTimeoutError, StaleLeaseError
+from langgraph_resilient.errors import (
+    ConfigurationError,
+    LockTimeoutError,
+    ResilientError,
+    StaleLeaseError,
+    TierUnavailableError,
+    describe_error,
+)
 
 if TYPE_CHECKING:
     from langgraph_resilient.checkpoint.redis_tier import RedisTier
@@ -407,6 +415,8 @@ class _SaverLeases:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.local: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self.held: set[ThreadLock] = set()
+        """Locks holding a lease now: released by :func:`release_held_leases` at close."""
         self._orphans: dict[str, list[tuple[str, float]]] = {}
 
     def add_orphan(self, thread_id: str, token: str, ttl_s: float) -> None:
@@ -437,7 +447,8 @@ class _SaverLeases:
             if not lock.locked():
                 await lock.acquire()
             else:
-                await asyncio.wait_for(lock.acquire(), max(limit_s, 0.0))
+                async with asyncio.timeout(max(limit_s, 0.0)):
+                    await lock.acquire()
         except TimeoutError:
             self._forget(thread_id, entry)
             return False
@@ -468,6 +479,25 @@ def _state_of(saver: Any) -> _SaverLeases:
     if state is None or state.loop is not loop:
         state = _STATES[saver] = _SaverLeases(loop)
     return state
+
+
+async def release_held_leases(saver: Any) -> None:
+    """Release every lease the saver still holds (its ``with`` blocks have not exited), on the
+    saver's home loop, before its connections close: a closed saver renews nothing, so such a
+    lease is marked lost and its keys are freed now rather than at their expiry."""
+    state = _STATES.get(saver)
+    if state is None or state.loop is not asyncio.get_running_loop():
+        return
+    for lock in list(state.held):
+        lease = lock.lease
+        if lease is None or lease.released:
+            continue
+        lease._mark_lost("the saver was closed while the lease was held")
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await lock._release(None)
+        except Exception:
+            log.exception("thread %r: releasing the lease at close failed", lock.thread_id)
 
 
 class _Held:
@@ -575,6 +605,8 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         if self._reentrant or self.lease is None:
             return
         self._pop_context()
+        if self.lease.released:  # the saver was closed first and released it
+            return
         # Shielded: a cancelled caller still releases (and stops renewing) the lease.
         await asyncio.shield(self.saver._bridge.hop(self._release(exc)))
 
@@ -599,6 +631,8 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         if self._reentrant or self.lease is None:
             return
         self._pop_context()
+        if self.lease.released:  # the saver was closed first and released it
+            return
         self.saver._bridge.run(self._release(exc))
 
     # ---------------------------------------------------------------- plumbing
@@ -651,6 +685,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         self.saver._leases[self.thread_id] = lease.epoch
         self.saver._lease_acquired(self.thread_id, lambda: self._in_redis)
         self.lease = lease
+        state.held.add(self)
         self._renewer = asyncio.get_running_loop().create_task(
             self._renew_loop(lease, state), name=f"lease-renew:{self.thread_id}"
         )
@@ -696,12 +731,17 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             except _RedisDown as exc:
                 outcome, last_error = _RETRY, exc.__cause__  # the breaker picks the next path
                 why = f"Redis failed: {exc}"
+            except ResilientError:
+                raise
             except Exception as exc:
-                if store.is_transient(exc):
-                    outcome, last_error = _Held(None), exc
-                    why = f"the {store.tier} lease store failed: {exc!r}"
-                else:
-                    raise
+                if not store.is_transient(exc):
+                    raise TierUnavailableError(
+                        store.tier,
+                        f"taking the lease of thread {self.thread_id!r} failed: "
+                        f"{describe_error(exc)}",
+                    ) from exc
+                outcome, last_error = _RETRY, exc
+                why = f"the {store.tier} lease store failed: {describe_error(exc)}"
             if isinstance(outcome, Lease):
                 return outcome, attempt
             if outcome is not _RETRY:
@@ -803,7 +843,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
 
     async def _renew_loop(self, lease: Lease, state: _SaverLeases) -> None:
         interval = self.ttl_s / 3
-        while True:
+        while not cancelling():
             await asyncio.sleep(interval)
             sent = time.monotonic()
             try:
@@ -905,16 +945,9 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             return
         lease.released = True
         state = _state_of(self.saver)
+        state.held.discard(self)
         renewer, self._renewer = self._renewer, None
-        if renewer is not None:
-            renewer.cancel()
-            try:
-                await renewer
-            except asyncio.CancelledError:
-                if not renewer.cancelled():
-                    raise
-            except Exception:
-                log.exception("thread %r: lease renewal task failed", self.thread_id)
+        await stop_tasks([renewer], what=f"thread {self.thread_id!r}: lease renewal", log=log)
         try:
             await self.saver._lease_releasing(
                 self.thread_id, lost=lease.lost or _is_stale(exc) or not self._in_redis

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from langgraph_resilient._aio import STOP_TIMEOUT_S
 from langgraph_resilient.checkpoint.batcher import (
     Batch,
     Stored,
@@ -44,6 +46,7 @@ from langgraph_resilient.checkpoint.store import (
 from langgraph_resilient.errors import ConfigurationError, TierUnavailableError
 
 T = TypeVar("T")
+log = logging.getLogger("langgraph_resilient.sqlite")
 
 # Schema, one entry per version, kept in step with the Postgres one. `{p}` is the prefix.
 MIGRATIONS: list[str] = [
@@ -387,9 +390,17 @@ class SqliteStore:
         conn, executor = self._conn, self._executor
         if conn is None or executor is None:
             return
-        await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-        executor.shutdown(wait=True)
         self._conn, self._executor = None, None
+        try:
+            # After the statements queued before it; bounded, since one may wait for another
+            # process's write lock for up to busy_timeout.
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        except TimeoutError:
+            log.error(
+                "closing %s took over %.0f s; its thread is abandoned", self.path, STOP_TIMEOUT_S
+            )
+        executor.shutdown(wait=False)
 
     def is_transient(self, exc: BaseException) -> bool:
         # "database is locked" after busy_timeout: another process holds the write lock.

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import threading
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from langgraph_resilient._aio import stop_tasks
 from langgraph_resilient.errors import ConfigurationError
 from langgraph_resilient.observability.events import EventBus, EventKind
 from langgraph_resilient.runtime._clock import SYSTEM_CLOCK, Clock
@@ -231,11 +231,8 @@ class HealthChecker:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_tasks([task], what="stopping the health checker", log=logger)
 
     def __enter__(self) -> HealthChecker:
         self._stop.clear()
