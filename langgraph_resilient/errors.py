@@ -71,8 +71,9 @@ class SchemaVersionError(ResilientError):
 class SyncCallOnEventLoopError(ResilientError, RuntimeError):
     """A blocking (sync) saver method was called on the event loop the saver runs on.
 
-    Waiting there would deadlock. Call the ``a``-prefixed method (``aget_tuple``, ``aput``...)
-    or use ``graph.ainvoke``/``graph.astream`` from async code.
+    Waiting there would deadlock. From async code call the ``a``-prefixed methods: the graph's
+    ``ainvoke``, ``astream``, ``aget_state``, ``aget_state_history``, ``aupdate_state``, or the
+    saver's ``aget_tuple``, ``aput``, ``alist``...
     """
 
 
@@ -149,3 +150,21 @@ class FeatureDisabledError(ResilientError):
 
     Give the node's policy a ``Fallback`` or raise the service level.
     """
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as a line for an error message or a log: its type, its text, and its cause.
+
+    Some drivers' ``repr`` names only a category (redis-py 8: ``network:ConnectionError``) or
+    nothing at all (``TimeoutError()``); this keeps the text and the underlying cause (a refused
+    connection, a certificate error).
+    """
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) not in text:
+        text += (
+            f" (from {type(cause).__name__}: {cause})"
+            if str(cause)
+            else f" (from {type(cause).__name__})"
+        )
+    return text

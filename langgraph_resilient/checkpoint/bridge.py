@@ -86,8 +86,10 @@ class LoopBridge:
         if running is home:
             coro.close()
             raise SyncCallOnEventLoopError(
-                "a blocking saver method was called on the event loop the saver runs on; "
-                "use the async method (aget_tuple, aput, alist, ...) or graph.ainvoke/astream"
+                "a blocking saver method was called on the event loop the saver runs on, where "
+                "waiting would deadlock; from async code use the async methods: graph.ainvoke, "
+                "astream, aget_state, aget_state_history, aupdate_state (saver: aget_tuple, "
+                "aput, alist, ...)"
             )
         return asyncio.run_coroutine_threadsafe(coro, home).result()
 

@@ -558,7 +558,25 @@ _TRANSIENT = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
+    # Raised by asyncpg when a server that is still starting (or shutting down) answers a new
+    # connection unexpectedly; the next attempt finds it up.
+    asyncpg.exceptions.InternalClientError,
 )
+
+
+def _why_not_connected(exc: BaseException, settings: PostgresSettings) -> str:
+    """A connection failure as a user can act on it (asyncpg's own messages name no limit)."""
+    if isinstance(exc, TimeoutError):
+        return (
+            f"no answer within connect_timeout_s={settings.connect_timeout_s:g}s: check that the "
+            "host and port are right and reachable (a firewall that drops packets looks like "
+            "this), or raise connect_timeout_s"
+        )
+    if isinstance(exc, asyncpg.exceptions.InvalidAuthorizationSpecificationError):
+        return f"the server refused the credentials ({exc}): check the user and password in the URL"
+    if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
+        return f"{exc}: create the database or fix its name in the URL"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -682,8 +700,8 @@ class PostgresStore:
         s = self.settings
         try:
             readers = max(1, s.max_size - self.write_parallelism)
-            pool = await asyncio.wait_for(
-                asyncpg.create_pool(
+            async with asyncio.timeout(s.connect_timeout_s * 2):
+                pool = await asyncpg.create_pool(
                     dsn=s.url,
                     min_size=min(s.min_size, readers),
                     max_size=readers,
@@ -692,9 +710,7 @@ class PostgresStore:
                     statement_cache_size=0 if s.pgbouncer else 256,
                     max_inactive_connection_lifetime=s.max_inactive_connection_lifetime_s,
                     reset=_keep_session,
-                ),
-                timeout=s.connect_timeout_s * 2,
-            )
+                )
             self.pool = pool
             await pool.fetchval("SELECT 1", timeout=s.connect_timeout_s)
             self._writers = asyncio.Queue()
@@ -705,7 +721,7 @@ class PostgresStore:
                 self.pool.terminate()
                 self.pool = None
             raise TierUnavailableError(
-                self.tier, f"cannot connect to {redact(s.url)}: {exc!r}"
+                self.tier, f"cannot connect to {redact(s.url)}: {_why_not_connected(exc, s)}"
             ) from exc
 
     async def _connect(self) -> asyncpg.Connection:
@@ -746,18 +762,22 @@ class PostgresStore:
         return list(self._writer_conns)
 
     async def close(self) -> None:
+        """Close every connection; one that does not close within ``connect_timeout_s`` (a
+        server that stopped answering, a query still running) is terminated instead."""
         self._writers = None
         conns, self._writer_conns = self._writer_conns, []
         for conn in conns:
             try:
-                await asyncio.wait_for(conn.close(), timeout=self.settings.connect_timeout_s)
-            except (TimeoutError, OSError):
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    await conn.close()
+            except (TimeoutError, OSError, asyncpg.exceptions.InterfaceError):
                 conn.terminate()
         pool, self.pool = self.pool, None
         if pool is not None:
             try:
-                await asyncio.wait_for(pool.close(), timeout=self.settings.connect_timeout_s)
-            except (TimeoutError, OSError):
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    await pool.close()
+            except (TimeoutError, OSError, asyncpg.exceptions.InterfaceError):
                 pool.terminate()
 
     def is_transient(self, exc: BaseException) -> bool:

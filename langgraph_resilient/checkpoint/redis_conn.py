@@ -23,10 +23,12 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, ResponseError
 
-from langgraph_resilient.checkpoint.settings import redact
-from langgraph_resilient.errors import ConfigurationError
+from langgraph_resilient.checkpoint.settings import redact, split_url, url_hosts
+from langgraph_resilient.errors import ConfigurationError, describe_error
 
+_EXAMPLE = "redis://:password@host:6379/0"
 _SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster", "rediss+cluster")
 
 
@@ -50,12 +52,13 @@ class RedisSettings:
     kept Redis (a partial outage)."""
 
     def __post_init__(self) -> None:
-        scheme = urlsplit(self.url).scheme
-        if scheme not in _SCHEMES:
+        parts = split_url(self.url, "redis_url", _EXAMPLE)
+        if parts.scheme not in _SCHEMES:
             raise ConfigurationError(
                 f"redis_url must use one of {', '.join(s + '://' for s in _SCHEMES)}; got "
                 f"{redact(self.url)!r}"
             )
+        url_hosts(parts, 26379 if parts.scheme == "redis+sentinel" else 6379, "redis_url", _EXAMPLE)
         if self.socket_timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ConfigurationError("Redis timeouts must be > 0")
         if self.key_ttl_s < 1:
@@ -64,25 +67,21 @@ class RedisSettings:
             raise ConfigurationError("redis_repair_interval_s must be > 0")
 
 
-def describe(exc: BaseException) -> str:
-    """A Redis error for a message or a log line.
-
-    redis-py 8's ``repr`` of its errors names only a category (``network:ConnectionError``);
-    this keeps the text and the underlying cause (a refused connection, a certificate error).
-    """
-    text = f"{type(exc).__name__}: {exc}"
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and str(cause) not in text:
-        text += f" (from {type(cause).__name__}: {cause})"
-    return text
-
-
-def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
-    hosts = []
-    for part in netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = part.partition(":")
-        hosts.append((host or "127.0.0.1", int(port or default_port)))
-    return hosts
+def why_not_connected(exc: BaseException, settings: RedisSettings) -> str:
+    """Why the first contact with Redis failed, as a user can act on it."""
+    if isinstance(exc, AuthenticationError) or (
+        isinstance(exc, ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+    ):
+        return (
+            f"Redis refused the credentials ({describe_error(exc)}): check the user and "
+            "password in redis_url (redis://user:password@host:6379/0)"
+        )
+    if isinstance(exc, TimeoutError):
+        return (
+            f"no answer within {settings.connect_timeout_s * 2:g}s: check that the host and port "
+            "are right and reachable"
+        )
+    return f"unreachable ({describe_error(exc)})"
 
 
 def connect(settings: RedisSettings) -> Any:
@@ -111,7 +110,7 @@ def connect(settings: RedisSettings) -> Any:
             )
         service, db = path[0], int(path[1]) if len(path) > 1 else 0
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            _hosts(parts.netloc, 26379),
+            url_hosts(parts, 26379, "redis_url", _EXAMPLE),
             sentinel_kwargs=common,
             password=password,
             username=username,
@@ -119,7 +118,9 @@ def connect(settings: RedisSettings) -> Any:
             **common,
         )
         return sentinel.master_for(service)
-    nodes = [ClusterNode(host, port) for host, port in _hosts(parts.netloc, 6379)]
+    nodes = [
+        ClusterNode(host, port) for host, port in url_hosts(parts, 6379, "redis_url", _EXAMPLE)
+    ]
     return RedisCluster(
         startup_nodes=nodes,
         password=password,

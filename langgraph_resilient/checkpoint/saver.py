@@ -43,7 +43,7 @@ from langgraph_resilient.checkpoint import codec, history, redis_conn
 from langgraph_resilient.checkpoint.batcher import Batch, GroupCommitter, WritesOp
 from langgraph_resilient.checkpoint.bridge import LoopBridge
 from langgraph_resilient.checkpoint.cache import LocalCache
-from langgraph_resilient.checkpoint.lease import ThreadLock
+from langgraph_resilient.checkpoint.lease import ThreadLock, release_held_leases
 from langgraph_resilient.checkpoint.locator import Locator, configurable, thread_id_of
 from langgraph_resilient.checkpoint.records import (
     EMPTY_BLOB_TYPE,
@@ -53,7 +53,7 @@ from langgraph_resilient.checkpoint.records import (
     ListQuery,
     WriteRecord,
 )
-from langgraph_resilient.checkpoint.redis_conn import RedisSettings, describe
+from langgraph_resilient.checkpoint.redis_conn import RedisSettings
 from langgraph_resilient.checkpoint.redis_tier import DeferredPublication, RedisTier
 from langgraph_resilient.checkpoint.settings import (
     PostgresSettings,
@@ -65,7 +65,9 @@ from langgraph_resilient.checkpoint.store import DurableStore, Skeleton
 from langgraph_resilient.errors import (
     ConfigurationError,
     DurableWriteError,
+    ResilientError,
     TierUnavailableError,
+    describe_error,
 )
 from langgraph_resilient.observability import metrics
 
@@ -157,8 +159,10 @@ class ResilientSaver(
             redis_url: Adds the shared cache tier and the in-process cache:
                 ``redis://``, ``rediss://``, ``redis+sentinel://host:26379/service`` or
                 ``redis+cluster://host:7000``. Plain Redis or Valkey, no modules.
-            sqlite_path: A SQLite file for the embedded tier. With neither URL, the file
-                ``LANGGRAPH_RESILIENT_SQLITE_PATH`` or ``./langgraph_state.db`` is used.
+            sqlite_path: A SQLite file for the embedded tier. Without ``postgres_url``, the
+                file ``LANGGRAPH_RESILIENT_SQLITE_PATH`` or ``./langgraph_state.db`` is used
+                (with ``redis_url`` too, Redis and the in-process cache sit in front of it, so
+                several processes on one machine share the cache).
             serde: Serializer (default: LangGraph's ``JsonPlusSerializer``). An
                 ``EncryptedSerializer`` encrypts every stored value and the metadata.
             prefix: Prefix of every table name; lets apps share one database.
@@ -188,7 +192,8 @@ class ResilientSaver(
                 without it and use it once it answers).
 
         Raises:
-            ConfigurationError: Both URLs, a malformed URL or an invalid setting.
+            ConfigurationError: Both durable tiers, an empty or malformed URL (the message
+                names the setting and masks the password) or an invalid setting.
         """
         settings = SaverSettings(
             prefix=prefix,
@@ -198,13 +203,18 @@ class ResilientSaver(
             migrate_on_enter=migrate_on_enter,
             plaintext_metadata=plaintext_metadata,
         )
-        if postgres_url and sqlite_path:
+        if sqlite_path is not None and not sqlite_path.strip():
+            raise ConfigurationError(
+                "sqlite_path is empty: give a file path such as state.db, or leave it unset "
+                "for the default"
+            )
+        if postgres_url is not None and sqlite_path is not None:
             raise ConfigurationError(
                 "give either postgres_url or sqlite_path, not both: the durable tier is one "
                 "database"
             )
         store: DurableStore
-        if postgres_url:
+        if postgres_url is not None:
             from langgraph_resilient.checkpoint.postgres import PostgresStore
 
             store = PostgresStore(
@@ -234,7 +244,7 @@ class ResilientSaver(
                 key_ttl_s=redis_key_ttl_s,
                 repair_interval_s=redis_repair_interval_s,
             )
-            if redis_url
+            if redis_url is not None
             else None
         )
         return cls(
@@ -252,7 +262,7 @@ class ResilientSaver(
         await self.store.open()
         try:
             if self.settings.migrate_on_enter:
-                await self.store.migrate()
+                await self._with_retry("migrate", self.store.migrate, write=False)
             else:
                 await self._check_schema()
             if self.redis_settings is not None:
@@ -271,18 +281,21 @@ class ResilientSaver(
             store=self.store,
         )
         try:
-            await asyncio.wait_for(client.ping(), timeout=settings.connect_timeout_s * 2)
-            await asyncio.wait_for(tier.connect(), timeout=settings.connect_timeout_s * 2)
+            async with asyncio.timeout(settings.connect_timeout_s * 2):
+                await client.ping()
+            async with asyncio.timeout(settings.connect_timeout_s * 2):
+                await tier.connect()
         except Exception as exc:
+            why = redis_conn.why_not_connected(exc, settings)
             if self.redis_required:
                 await tier.stop()
                 raise TierUnavailableError(
-                    "redis", f"cannot connect to {redact(settings.url)}: {describe(exc)}"
+                    "redis", f"cannot connect to {redact(settings.url)}: {why}"
                 ) from exc
             logging.getLogger("langgraph_resilient.redis").warning(
-                "Redis at %s is unreachable; starting without it: %s",
+                "cannot use Redis at %s, starting without it (it is used once it answers): %s",
                 redact(settings.url),
-                describe(exc),
+                why,
             )
             tier.breaker.trip()
             metrics.CHECKPOINT_REDIS_AVAILABLE.set(0)
@@ -291,18 +304,24 @@ class ResilientSaver(
         self.redis = client
 
     async def _close(self) -> None:
-        tier, self._tier = self._tier, None
-        self.redis = None
+        """Release what is still held, stop every background task and close the tiers. Each
+        step is bounded in time, so closing never hangs whatever a server does."""
         try:
-            if tier is not None:
-                await tier.stop()
+            await release_held_leases(self)
         finally:
-            await self.store.close()
+            tier, self._tier = self._tier, None
+            self.redis = None
+            try:
+                if tier is not None:
+                    await tier.stop()
+            finally:
+                await self.store.close()
 
     async def _check_schema(self) -> None:
         from langgraph_resilient.checkpoint.schema import check_version
 
-        check_version(self.store.tier, await self.store.schema_version())
+        found = await self._with_retry("schema_version", self.store.schema_version, write=False)
+        check_version(self.store.tier, found)
 
     async def __aenter__(self) -> ResilientSaver:
         self._bridge.attach(asyncio.get_running_loop())
@@ -352,7 +371,13 @@ class ResilientSaver(
         return not codec.encrypts(self.serde) if flag is None else flag
 
     async def _with_retry(self, op: str, call: Callable[[], Awaitable[T]], *, write: bool) -> T:
-        """Run a store call, retrying connection failures a bounded number of times."""
+        """Run a store call, retrying connection failures a bounded number of times.
+
+        Whatever the store raises reaches the caller as one of the saver's typed errors: its own
+        (a stale lease, a forked history) as they are, anything else as
+        :class:`DurableWriteError` (writes: nothing was stored, the statement rolled back) or
+        :class:`TierUnavailableError` (reads), with the driver's error as the cause.
+        """
         started = time.monotonic()
         attempt = 0
         while True:
@@ -360,18 +385,21 @@ class ResilientSaver(
             try:
                 with metrics.timed_op(op, self.store.tier):
                     return await call()
+            except ResilientError:
+                raise
             except Exception as exc:
-                if not self.store.is_transient(exc):
-                    raise
+                transient = self.store.is_transient(exc)
                 elapsed = time.monotonic() - started
                 if (
-                    attempt >= self.settings.write_attempts
+                    not transient
+                    or attempt >= self.settings.write_attempts
                     or elapsed >= self.settings.write_retry_deadline_s
                 ):
                     error = DurableWriteError if write else TierUnavailableError
+                    tried = f" after {attempt} attempt(s) in {elapsed:.1f}s" if transient else ""
                     raise error(
                         self.store.tier,
-                        f"{op} failed after {attempt} attempt(s) in {elapsed:.1f}s: {exc!r}. "
+                        f"{op} failed{tried}: {describe_error(exc)}. "
                         + (
                             "Nothing was stored; the step can be resumed once the database is back."
                             if write

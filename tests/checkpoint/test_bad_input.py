@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
@@ -17,6 +18,7 @@ from langgraph_resilient import (
     TierUnavailableError,
 )
 from tests.conftest import SaverFactory
+from tests.servers import RedisServer, running
 
 
 def _config(thread_id: object = "t1", **extra: object) -> dict[str, object]:
@@ -153,3 +155,77 @@ async def test_redis_url_problems(make_saver: SaverFactory, backend: str) -> Non
     stored = await saver.aput(config, _checkpoint({"a": 1}), {}, {"a": 1})  # type: ignore[arg-type]
     tup = await saver.aget_tuple(stored)
     assert tup is not None and tup.checkpoint["channel_values"] == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"postgres_url": ""}, r"^postgres_url is empty"),
+        ({"postgres_url": "   "}, r"^postgres_url is empty"),
+        ({"redis_url": ""}, r"^redis_url is empty"),
+        ({"sqlite_path": ""}, r"^sqlite_path is empty"),
+        (
+            {"postgres_url": "postgresql://app:s3cret@[::1/db"},
+            r"postgres_url 'postgresql://app:\*\*\*@\[::1/db' is malformed \(Invalid IPv6 URL\)",
+        ),
+        (
+            {"postgres_url": "postgresql://app:s3cret@db:54x2/db"},
+            r"port '54x2' of host 'db' is not a number",
+        ),
+        (
+            {"redis_url": "redis://:s3cret@[::1]:99999/0"},
+            r"redis_url 'redis://:\*\*\*@\[::1\]:99999/0': port '99999'",
+        ),
+        (
+            {"redis_url": "redis+sentinel://s1:26379,s2:2637x/mymaster"},
+            r"port '2637x' of host 's2'",
+        ),
+        ({"redis_url": "redis://[::1:6379/0"}, r"redis_url .* is malformed"),
+    ],
+)
+def test_empty_and_malformed_urls_name_the_setting_and_mask_the_password(
+    kwargs: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message) as raised:
+        ResilientSaver.from_urls(**kwargs)  # type: ignore[arg-type]
+    assert "s3cret" not in str(raised.value)
+
+
+def test_redis_in_front_of_sqlite_is_built(tmp_path: object) -> None:
+    saver = ResilientSaver.from_urls(sqlite_path="x.db", redis_url="redis://127.0.0.1:6379/0")
+    assert saver.store.tier == "sqlite" and saver.redis_settings is not None
+
+
+async def test_a_postgres_black_hole_names_the_limit_that_expired() -> None:
+    """A listening socket that never answers: the error says which time limit expired."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    port = hole.getsockname()[1]
+    try:
+        saver = ResilientSaver.from_urls(
+            postgres_url=f"postgresql://postgres:pw@127.0.0.1:{port}/db", connect_timeout_s=0.3
+        )
+        with pytest.raises(TierUnavailableError, match=r"connect_timeout_s=0\.3s") as raised:
+            await saver.__aenter__()
+        assert "pw@" not in str(raised.value)
+    finally:
+        hole.close()
+
+
+async def test_a_redis_that_refuses_the_password_says_so(fresh_redis_with_password: str) -> None:
+    saver = ResilientSaver.from_urls(
+        sqlite_path=":memory:", redis_url=fresh_redis_with_password, redis_required=True
+    )
+    with pytest.raises(TierUnavailableError, match="refused the credentials") as raised:
+        await saver.__aenter__()
+    assert "wrong-password" not in str(raised.value)
+
+
+@pytest.fixture
+def fresh_redis_with_password() -> Iterator[str]:
+    """A private Redis that wants a password, and a URL with the wrong one."""
+    for server in running(RedisServer("--requirepass", "right-password")):
+        yield f"redis://:wrong-password@127.0.0.1:{server.port}/0"

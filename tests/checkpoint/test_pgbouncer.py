@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 
-from langgraph_resilient import ResilientSaver
+from langgraph_resilient import ResilientSaver, TierUnavailableError
 from tests.conftest import POSTGRES_URL, drop_prefixed_tables, unique_prefix
 from tests.servers import PgBouncer
 
@@ -55,14 +55,16 @@ async def test_without_the_switch_prepared_statements_break_behind_pgbouncer(
     bouncer: PgBouncer,
 ) -> None:
     """The control: the same workload with statement caching fails, so the test above proves
-    the switch, not luck."""
+    the switch, not luck. The failure reaches the caller as the saver's typed error, caused by
+    Postgres refusing the prepared statement."""
     prefix = unique_prefix()
     try:
         async with ResilientSaver.from_urls(
             postgres_url=bouncer.url, prefix=prefix, pgbouncer=False, pool_max_size=8
         ) as saver:
-            with pytest.raises(asyncpg.exceptions.PostgresError):
+            with pytest.raises(TierUnavailableError) as failed:
                 for _ in range(3):
                     await _exercise(saver, 60)
+            assert isinstance(failed.value.__cause__, asyncpg.exceptions.PostgresError)
     finally:
         await drop_prefixed_tables(POSTGRES_URL, prefix)
