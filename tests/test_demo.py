@@ -68,14 +68,13 @@ EXAMPLES = sorted(p.name for p in (Path(__file__).parent.parent / "examples").gl
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("script", EXAMPLES)
 def test_examples_run(script: str, backend: str, tmp_path: Path) -> None:
-    """Every program in examples/ runs to completion, on each backend (they are documentation)."""
+    """Every program in examples/ runs to completion, on each backend (they are documentation).
+    The Redis URL is given to all of them; those about Redis use it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LANGGRAPH_RESILIENT_")}
     prefix = unique_prefix()
+    env |= {"LANGGRAPH_RESILIENT_PREFIX": prefix, "LANGGRAPH_RESILIENT_REDIS_URL": REDIS_URL}
     if backend == "postgres":
-        env |= {
-            "LANGGRAPH_RESILIENT_POSTGRES_URL": POSTGRES_URL,
-            "LANGGRAPH_RESILIENT_PREFIX": prefix,
-        }
+        env["LANGGRAPH_RESILIENT_POSTGRES_URL"] = POSTGRES_URL
     try:
         result = subprocess.run(
             [sys.executable, str(Path(__file__).parent.parent / "examples" / script)],
@@ -88,3 +87,4 @@ def test_examples_run(script: str, backend: str, tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
     finally:
         asyncio.run(drop_prefixed_tables(POSTGRES_URL, prefix))
+        asyncio.run(drop_prefixed_keys(REDIS_URL, prefix))
