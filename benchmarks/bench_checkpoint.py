@@ -3,7 +3,7 @@
 Run it with::
 
     .venv/bin/python -m benchmarks.bench_checkpoint            # full default run (4-5 min)
-    .venv/bin/python -m benchmarks.bench_checkpoint --quick    # smoke run (< 1 min)
+    .venv/bin/python -m benchmarks.bench_checkpoint --quick    # smoke run (under a minute)
 
 The workload is a 5-node chain ``StateGraph``: each node appends a small message to an
 ``Annotated[list, operator.add]`` channel and updates a few scalar keys. For every saver x
