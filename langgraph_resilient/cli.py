@@ -23,10 +23,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph_resilient import __version__
 from langgraph_resilient.errors import ConfigurationError, ResilientError
+
+if TYPE_CHECKING:
+    from langgraph_resilient.checkpoint import ResilientSaver
 
 ENV_POSTGRES_URL = "LANGGRAPH_RESILIENT_POSTGRES_URL"
 ENV_REDIS_URL = "LANGGRAPH_RESILIENT_REDIS_URL"
@@ -75,7 +78,7 @@ class Connection:
             where += f" + redis {redact(self.redis_url)}"
         return where
 
-    def open_saver(self, **extra: Any) -> Any:
+    def open_saver(self, **extra: Any) -> ResilientSaver:
         """A new (not entered) ``ResilientSaver`` on this connection."""
         from langgraph_resilient.checkpoint import ResilientSaver
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from langgraph_resilient import ResilientSaver, __version__
-from langgraph_resilient.cli import COMMANDS, describe_age, main, parse_age
+from langgraph_resilient import ResilientSaver, __version__, cli
+from langgraph_resilient.cli import main, parse_age
 from tests.checkpoint.test_retention import _age_thread, _put
 from tests.conftest import REDIS_URL, drop_prefixed_keys, unique_prefix
 
@@ -47,7 +47,7 @@ def test_version_from_the_command_and_from_python_m() -> None:
 def test_python_m_runs_the_command() -> None:
     result = _run("-m", "langgraph_resilient", "--help")
     assert result.returncode == 0, result.stderr
-    for command in COMMANDS:
+    for command in cli.COMMANDS:
         assert command.name in result.stdout
 
 
@@ -158,7 +158,7 @@ def test_urls_are_printed_with_passwords_masked(
 )
 def test_ages_parse_and_print_as_people_write_them(text: str, age: timedelta, shown: str) -> None:
     assert parse_age(text) == age
-    assert describe_age(age) == shown
+    assert cli.describe_age(age) == shown
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,6 @@ import pytest
 from langgraph_resilient import ResilientSaver
 from langgraph_resilient.checkpoint.schema import SCHEMA_VERSION
 from langgraph_resilient.cli import main
-from langgraph_resilient.doctor import is_local
 from tests.conftest import POSTGRES_URL, REDIS_URL, drop_prefixed_tables, unique_prefix
 from tests.servers import (
     RedisClusterServers,
@@ -316,6 +315,8 @@ def test_ipv6_loopback_is_local(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 async def test_locality_is_decided_by_the_resolved_address() -> None:
+    from langgraph_resilient.doctor import is_local
+
     # Literals and /etc/hosts names only: resolving them sends no packet anywhere.
     assert (await is_local("localhost", 5432, 2.0))[0]
     assert (await is_local("127.0.0.2", 5432, 2.0))[0]
