@@ -3,7 +3,7 @@
 Run it with::
 
     .venv/bin/python -m benchmarks.bench_checkpoint            # full default run (4-5 min)
-    .venv/bin/python -m benchmarks.bench_checkpoint --quick    # smoke run (< 1 min)
+    .venv/bin/python -m benchmarks.bench_checkpoint --quick    # smoke run (under a minute)
 
 The workload is a 5-node chain ``StateGraph``: each node appends a small message to an
 ``Annotated[list, operator.add]`` channel and updates a few scalar keys. For every saver x
@@ -177,7 +177,8 @@ async def _official_sqlite(env: BenchEnv) -> AsyncIterator[AnySaver]:
 
 @contextlib.asynccontextmanager
 async def _official_redis(env: BenchEnv) -> AsyncIterator[AnySaver]:
-    # Not a dependency of the project: an ImportError is reported as "not installed".
+    # In the `bench` extra. It needs the RediSearch and RedisJSON modules (Redis Stack): on a
+    # plain Redis it fails to start, and the report shows its error in its row.
     from langgraph.checkpoint.redis.aio import AsyncRedisSaver
 
     async with AsyncRedisSaver.from_conn_string(
@@ -551,6 +552,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                 ratio = stats["median_vs_official_postgres"]
                 row.append(f"{_fmt(stats['median_ms'])} ({_fmt(ratio, suffix='x')})")
             lines.append("| " + " | ".join(row) + " |")
+        # A saver that did not start keeps its row, with why (e.g. the official Redis saver's
+        # error on a Redis without modules), so the table shows every saver that was asked for.
+        for name, info in report["savers"].items():
+            if info["status"] != "ok":
+                lines.append(f"| {labels[name]} | {info['status']} |" + " |" * (len(cells) - 1))
         lines.append("")
 
     for cell in cells:
@@ -654,6 +660,13 @@ def _git(*args: str) -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _dirty_tree() -> bool:
+    """Whether the checkout differs from its commit, outside ``benchmarks/results``: the files
+    a run writes there (and earlier runs wrote) are outputs, not changes to what is measured."""
+    results = RESULTS_DIR.relative_to(Path(__file__).resolve().parent)
+    return bool(_git("status", "--porcelain", "--", ":/", f":(exclude){results}"))
 
 
 # ---------------------------------------------------------------------------------- main
@@ -1089,7 +1102,7 @@ async def main_async(opts: Options) -> dict[str, Any] | None:
             "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
             "postgres_server_version": pg_version,
             "git_commit": _git("rev-parse", "--short", "HEAD"),
-            "git_dirty": bool(_git("status", "--porcelain")),
+            "git_dirty": _dirty_tree(),
             "versions": _versions(),
             "notes": notes,
         },

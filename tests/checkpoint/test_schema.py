@@ -83,5 +83,6 @@ def test_cli_doctor_reports_an_unreachable_database(capsys: pytest.CaptureFixtur
 def test_cli_doctor_reports_an_unmigrated_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "empty.db").touch()  # doctor creates nothing: a missing file is another problem
     assert main(["doctor", "--sqlite-path", str(tmp_path / "empty.db")]) == 1
     assert "run `langgraph-resilient migrate`" in capsys.readouterr().out
