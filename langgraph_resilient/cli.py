@@ -83,6 +83,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await saver.store.close()
         print(f"{_where(args)}: schema version {before} -> {after}")
+        from langgraph_resilient.server.threads import migrate_thread_store
+
+        print(await migrate_thread_store(args.postgres_url, args.sqlite_path, args.prefix))
         return 0
 
     return asyncio.run(migrate())
@@ -186,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--batch-size", type=int, default=500, help="threads per batch")
     prune.set_defaults(func=cmd_prune)
+    from langgraph_resilient.server.cli import add_serve_parser  # no FastAPI import until run
+
+    add_serve_parser(sub, _add_connection_args)
     return parser
 
 
