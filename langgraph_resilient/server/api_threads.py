@@ -218,16 +218,19 @@ async def update_state(
     config = _config(thread_id, body.checkpoint, body.checkpoint_id)
     assert ctx.saver is not None
     checkpoint_id = config["configurable"].get("checkpoint_id")
-    if checkpoint_id and await ctx.saver.aget_tuple(config) is None:
-        raise not_found(f"checkpoint {checkpoint_id!r} of thread {thread_id!r}")
+    graph = served.graph
+    if checkpoint_id:
+        if await ctx.saver.aget_tuple(config) is None:
+            raise not_found(f"checkpoint {checkpoint_id!r} of thread {thread_id!r}")
+        head = await ctx.saver.aget_tuple(_config(thread_id))
+        if head is None or head.config["configurable"]["checkpoint_id"] != checkpoint_id:
+            graph = served.forking  # a new branch from an older checkpoint
     if body.as_node is not None and body.as_node not in served.graph.nodes:
         raise ApiError(422, f"as_node: unknown node {body.as_node!r}")
     try:
         async with ctx.saver.lock_thread(thread_id, ttl_s=ctx.settings.lease_ttl_s, wait_s=0):
             try:
-                new_config = await served.graph.aupdate_state(
-                    config, body.values, as_node=body.as_node
-                )
+                new_config = await graph.aupdate_state(config, body.values, as_node=body.as_node)
             except (InvalidUpdateError, ValueError, TypeError) as exc:
                 raise ApiError(422, f"values: the graph refused the update: {exc}") from exc
             snapshot = await served.graph.aget_state({"configurable": {"thread_id": thread_id}})
@@ -255,11 +258,8 @@ async def _history(ctx: ServerContext, thread_id: str, body: ThreadHistoryQuery)
         return json_response([])
     config = _config(thread_id, body.checkpoint)
     before = body.before
-    before_config: Any = None
-    if isinstance(before, str):
-        before_config = {"configurable": {"checkpoint_id": before}}
-    elif before is not None and before.checkpoint_id:
-        before_config = {"configurable": {"checkpoint_id": before.checkpoint_id}}
+    before_id = before if isinstance(before, str) else before.checkpoint_id if before else None
+    before_config: Any = _config(thread_id, checkpoint_id=before_id) if before_id else None
     states = [
         thread_state(s)
         async for s in served.graph.aget_state_history(

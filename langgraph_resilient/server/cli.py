@@ -110,9 +110,9 @@ def _is_loopback(host: str) -> bool:
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """The server settings from ``serve``'s flags, the environment and ``--config``."""
     graphs: dict[str, Any] = {}
-    base_dir = os.getcwd()
+    base_dir = os.getcwd()  # --graph paths are relative to the working directory
     if args.config:
-        graphs, base_dir, config_env = read_langgraph_json(args.config)
+        graphs, _, config_env = read_langgraph_json(args.config)
         for key, value in config_env.items():
             os.environ.setdefault(key, value)
     env_graphs = [g for g in (env("GRAPHS") or "").split(",") if g.strip()]

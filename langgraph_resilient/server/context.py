@@ -27,6 +27,7 @@ class ServerContext:
         self.settings = settings
         self.handle_sigterm = handle_sigterm
         self.saver: ResilientSaver | None = None
+        self.fork_saver: ResilientSaver | None = None
         self.threads: ThreadStore = thread_store_for(
             settings.postgres_url, settings.sqlite_path, settings.prefix
         )
@@ -40,11 +41,17 @@ class ServerContext:
     async def start(self) -> None:
         saver = ResilientSaver.from_urls(**self.settings.saver_kwargs())
         self.saver = await self._stack.enter_async_context(saver)
+        # A second saver on the same database, for time travel (see ServedGraph.forking): its
+        # writes carry no lease epoch, so they may start a branch at an older checkpoint.
+        fork_saver = ResilientSaver.from_urls(
+            **self.settings.saver_kwargs(), pool_min_size=0, pool_max_size=2
+        )
+        self.fork_saver = await self._stack.enter_async_context(fork_saver)
         await self.threads.open()
         self._stack.push_async_callback(self.threads.close)
         await self.threads.migrate()
         self.registry = await GraphRegistry.load(
-            self.settings.graphs, self.settings.base_dir, self.saver
+            self.settings.graphs, self.settings.base_dir, self.saver, self.fork_saver
         )
         self.runs = RunManager(
             saver=self.saver,

@@ -100,6 +100,10 @@ class ServedGraph:
     """Compiled with the server's checkpointer (thread runs, state, history)."""
     stateless: AnyGraph
     """The same graph without a checkpointer (``/runs/wait``, ``/runs/stream``)."""
+    forking: AnyGraph
+    """The same graph on the fork saver: runs and updates from a checkpoint that is not the
+    thread's head (time travel). They hold the thread's lease, but their writes are not fenced:
+    the saver refuses a fenced checkpoint whose parent is not the head."""
     created_at: str
     input_schema: dict[str, Any] | None = field(default=None)
 
@@ -184,7 +188,7 @@ class GraphRegistry:
 
     @classmethod
     async def load(
-        cls, specs: Mapping[str, Any], base_dir: str, checkpointer: Any
+        cls, specs: Mapping[str, Any], base_dir: str, checkpointer: Any, fork_checkpointer: Any
     ) -> GraphRegistry:
         """Import every graph of ``specs`` (``path:attr`` strings or graph objects) and
         compile it with ``checkpointer``."""
@@ -196,14 +200,17 @@ class GraphRegistry:
             if isinstance(value, StateGraph):
                 graph: AnyGraph = value.compile(checkpointer=checkpointer, name=name)
                 stateless: AnyGraph = value.compile(name=name)
+                forking: AnyGraph = value.compile(checkpointer=fork_checkpointer, name=name)
             else:
                 graph = value.copy(update={"checkpointer": checkpointer})
                 stateless = value.copy(update={"checkpointer": None})
+                forking = value.copy(update={"checkpointer": fork_checkpointer})
             served[name] = ServedGraph(
                 graph_id=name,
                 assistant_id=assistant_id_for(name),
                 graph=graph,
                 stateless=stateless,
+                forking=forking,
                 created_at=created,
                 input_schema=_try(graph.get_input_jsonschema),
             )

@@ -289,9 +289,15 @@ class RunManager:
             await self.threads.create(plan.thread_id, {}, if_exists="do_nothing")
             return
         if checkpoint_id:
-            found = await self.saver.aget_tuple({"configurable": dict(plan.config["configurable"])})
+            configurable = plan.config["configurable"]
+            found = await self.saver.aget_tuple({"configurable": dict(configurable)})
             if found is None:
                 raise not_found(f"checkpoint {checkpoint_id!r} of thread {plan.thread_id!r}")
+            head = await self.saver.aget_tuple(
+                {"configurable": {"thread_id": plan.thread_id, "checkpoint_ns": ""}}
+            )
+            if head is None or head.config["configurable"]["checkpoint_id"] != checkpoint_id:
+                plan.graph = plan.served.forking  # time travel: a new branch of history
 
     # ------------------------------------------------------------------ execution
 

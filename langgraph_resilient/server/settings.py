@@ -132,7 +132,8 @@ def read_api_keys(value: str | None, path: str | None) -> tuple[str, ...]:
 
 
 def read_langgraph_json(path: str) -> tuple[dict[str, str], str, dict[str, str]]:
-    """``graphs``, base directory and ``env`` of a ``langgraph.json``-style file.
+    """``graphs`` (file paths made absolute), base directory and ``env`` of a
+    ``langgraph.json``-style file.
 
     ``env`` may be a mapping or the path of a ``.env`` file (relative to the config file).
     Other keys (``dependencies``, ``checkpointer``, ...) are ignored: this server uses its own
@@ -152,6 +153,9 @@ def read_langgraph_json(path: str) -> tuple[dict[str, str], str, dict[str, str]]
             target = target.get("path")
         if not isinstance(target, str):
             raise ConfigurationError(f"{path!r}: graph {name!r} must be a 'file.py:attr' string")
+        file, sep, attr = target.rpartition(":")
+        if file.endswith(".py") and not Path(file).is_absolute():
+            target = f"{(Path(base) / file).resolve()}{sep}{attr}"  # relative to the file
         graphs[str(name)] = target
     env_value = data.get("env") or {}
     env: dict[str, str] = {}
