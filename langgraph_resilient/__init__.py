@@ -84,3 +84,11 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# LangGraph Server's loader reads a module path "pkg.mod:attr" as the attribute "mod:attr" of
+# "pkg" (it splits at the last dot), so the plug's documented path
+# "langgraph_resilient.langgraph_server:checkpointer" is looked up here; the dotted form
+# "langgraph_resilient.langgraph_server.checkpointer" works as well.
+from langgraph_resilient.langgraph_server import checkpointer as _checkpointer  # noqa: E402
+
+globals()["langgraph_server:checkpointer"] = _checkpointer
