@@ -89,6 +89,6 @@ __version__ = "0.1.0"
 # "pkg" (it splits at the last dot), so the plug's documented path
 # "langgraph_resilient.langgraph_server:checkpointer" is looked up here; the dotted form
 # "langgraph_resilient.langgraph_server.checkpointer" works as well.
-from langgraph_resilient.langgraph_server import checkpointer as _checkpointer  # noqa: E402
+from langgraph_resilient.langgraph_server import checkpointer as _checkpointer
 
 globals()["langgraph_server:checkpointer"] = _checkpointer

@@ -153,7 +153,7 @@ def render() -> tuple[bytes, str]:
 
         registry = CollectorRegistry()
         collector = multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        present = {family.name for family in collector.collect()}
+        present = {family.name for family in collector.collect()}  # type: ignore[no-untyped-call]
         missing = [m for m in _DECLARED if m.describe()[0].name not in present]
         registry.register(_Declarations(missing))
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -108,6 +108,38 @@ def _check(spec: dict[str, Any], operation: dict[str, Any], response: httpx.Resp
         jsonschema.validate(response.json(), _with_components(content["schema"], spec))
 
 
+def _fuzz(
+    spec: dict[str, Any],
+    http: httpx.Client,
+    path: str,
+    method: str,
+    operation: dict[str, Any],
+    bodies: st.SearchStrategy[Any],
+    names: list[str],
+) -> Any:
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(body=bodies, params=st.fixed_dictionaries({n: _segment for n in names}))
+    def check(body: Any, params: dict[str, str]) -> None:
+        url = path.format(**params)
+        if body is None:
+            response = http.request(method, url)
+        else:
+            response = http.request(
+                method,
+                url,
+                content=json.dumps(body),
+                headers={"content-type": "application/json"},
+            )
+        _check(spec, operation, response)
+
+    return check
+
+
 def test_fuzz_openapi(fuzzed: ServeProcess) -> None:
     spec = httpx.get(f"{fuzzed.url}/openapi.json").json()
     started = time.monotonic()
@@ -125,26 +157,7 @@ def test_fuzz_openapi(fuzzed: ServeProcess) -> None:
             bodies = from_schema(body_schema, spec) | bodies
         names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
 
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(body=bodies, params=st.fixed_dictionaries({n: _segment for n in names}))
-        def check(body: Any, params: dict[str, str]) -> None:
-            url = path.format(**params)
-            if body is None:
-                response = http.request(method, url)
-            else:
-                response = http.request(
-                    method,
-                    url,
-                    content=json.dumps(body),
-                    headers={"content-type": "application/json"},
-                )
-            _check(spec, operation, response)
-
+        check = _fuzz(spec, http, path, method, operation, bodies, names)
         check()
         checked += 1
         assert time.monotonic() - started < BUDGET_S, f"fuzzing took over {BUDGET_S} s"

@@ -140,3 +140,26 @@ def test_help_is_fast_and_lazy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_migrate_creates_the_server_tables(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "m.db"
+    command = [
+        sys.executable,
+        "-m",
+        "langgraph_resilient.cli",
+        "migrate",
+        "--sqlite-path",
+        str(db),
+        "--prefix",
+        "mig_",
+    ]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "server tables (mig_server_threads): schema version 0 -> 1" in out.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM mig_server_schema").fetchone() == (1,)
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "schema version 1 -> 1" in again.stdout

@@ -4,6 +4,7 @@ thread runs on one replica at a time, and its history never forks."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ async def _linear(client: object, thread_id: str) -> list[dict]:
     history = await client.threads.get_history(thread_id, limit=200)  # type: ignore[attr-defined]
     ids = [h["checkpoint"]["checkpoint_id"] for h in history]
     assert len(ids) == len(set(ids))
-    for newer, older in zip(history, history[1:], strict=False):
+    for newer, older in itertools.pairwise(history):
         assert newer["parent_checkpoint"]["checkpoint_id"] == older["checkpoint"]["checkpoint_id"]
     assert history[-1]["parent_checkpoint"] is None
     return history
