@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Body, Depends, Query, Request
 from starlette.responses import Response
 
@@ -42,7 +44,7 @@ def _matching(graphs: GraphRegistry, body: AssistantSearch) -> list[ServedGraph]
     return found
 
 
-@router.post("/assistants/search", response_model=list[Assistant])
+@router.post("/assistants/search", response_model=list[dict[str, Any]])  # `select` trims fields
 async def search_assistants(
     body: AssistantSearch | None = Body(default=None), graphs: GraphRegistry = Depends(registry)
 ) -> Response:

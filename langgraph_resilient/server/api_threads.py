@@ -78,7 +78,7 @@ async def create_thread(
     return json_response(record.to_api())
 
 
-@router.post("/threads/search", response_model=list[Thread])
+@router.post("/threads/search", response_model=list[dict[str, Any]])  # `select` trims fields
 async def search_threads(
     body: ThreadSearch | None = Body(default=None), ctx: ServerContext = Depends(context)
 ) -> Response:
