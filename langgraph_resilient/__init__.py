@@ -139,7 +139,16 @@ __all__ = [
 ]
 
 
+_PLUG = "langgraph_server:checkpointer"
+"""LangGraph Server's loader reads the module path ``pkg.mod:attr`` as the attribute
+``mod:attr`` of ``pkg`` (it splits at the last dot), so the plug's documented path
+``langgraph_resilient.langgraph_server:checkpointer`` is looked up here (the dotted form
+``langgraph_resilient.langgraph_server.checkpointer`` works too)."""
+
+
 def __getattr__(name: str) -> Any:
+    if name == _PLUG:
+        return importlib.import_module("langgraph_resilient.langgraph_server").checkpointer
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'langgraph_resilient' has no attribute {name!r}")

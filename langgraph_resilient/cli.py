@@ -190,6 +190,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await saver.store.close()
         print(f"{conn.describe()}: schema version {before} -> {after}")
+        from langgraph_resilient.server.threads import migrate_thread_store
+
+        print(await migrate_thread_store(conn.postgres_url, conn.sqlite_path, conn.prefix))
 
     asyncio.run(migrate())
     return 0
@@ -313,6 +316,26 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    from langgraph_resilient.server.cli import add_serve_arguments  # no FastAPI until it runs
+
+    _add_connection_args(parser)
+    add_serve_arguments(parser)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from langgraph_resilient.server.cli import run_serve
+
+    conn = resolve_connection(args)
+    return run_serve(
+        args,
+        postgres_url=conn.postgres_url,
+        redis_url=conn.redis_url,
+        sqlite_path=conn.sqlite_path,
+        prefix=conn.prefix,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """One subcommand: its name, one line of help, its flags and what it runs."""
@@ -338,6 +361,12 @@ COMMANDS: tuple[Command, ...] = (
         _configure_prune,
         cmd_prune,
     ),
+    Command(
+        "serve",
+        "serve graphs over LangGraph Server's API (needs the [server] extra)",
+        _configure_serve,
+        cmd_serve,
+    ),
 )
 """Every subcommand, in the order ``--help`` lists them: add new ones here."""
 
@@ -346,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``langgraph-resilient`` command."""
     parser = argparse.ArgumentParser(
         prog="langgraph-resilient",
-        description="Tools for the langgraph-resilient checkpointer: demo, migrate, doctor, prune.",
+        description="langgraph-resilient: demo, migrate, doctor, prune, serve.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
