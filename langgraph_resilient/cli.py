@@ -68,7 +68,7 @@ class Connection:
 
     def describe(self) -> str:
         """The tiers, as the ``durable tier:`` line prints them (passwords masked)."""
-        from langgraph_resilient.doctor import mask_url as redact
+        from langgraph_resilient.checkpoint.settings import redact
 
         if self.postgres_url is not None:
             where = f"postgres {redact(self.postgres_url)}"

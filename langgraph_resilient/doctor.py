@@ -46,11 +46,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from langgraph_resilient.checkpoint import ResilientSaver, redis_conn
 from langgraph_resilient.checkpoint.postgres import PostgresStore
-from langgraph_resilient.checkpoint.redis_conn import RedisSettings, describe
+from langgraph_resilient.checkpoint.redis_conn import RedisSettings
 from langgraph_resilient.checkpoint.schema import SCHEMA_VERSION
-from langgraph_resilient.checkpoint.settings import redact
+from langgraph_resilient.checkpoint.settings import (
+    POSTGRES_URL_EXAMPLE,
+    redact,
+    split_url,
+    url_hosts,
+)
 from langgraph_resilient.checkpoint.sqlite import READ_VERSION_SQL as SQLITE_READ_VERSION_SQL
-from langgraph_resilient.errors import ResilientError
+from langgraph_resilient.errors import ConfigurationError, ResilientError, describe_error
 
 T = TypeVar("T")
 
@@ -127,43 +132,19 @@ async def _within(timeout_s: float, what: str, awaitable: Awaitable[T]) -> T:
 # ------------------------------------------------------------------------------ hosts
 
 
-def mask_url(url: str) -> str:
-    """``url`` with its password masked; a URL too malformed to find it in is not shown."""
-    try:
-        return redact(url)
-    except ValueError:
-        return "(a malformed URL, not shown: it may hold a password)"
-
-
 def split_hosts(url: str, default_port: int) -> list[tuple[str, int]]:
     """``(host, port)`` of each host of a URL (``scheme://u:p@h1:5432,[::1]:5433/db``).
 
     Raises :class:`CheckFailed` naming what is malformed (a port that is not a number or out
-    of range, an unclosed ``[``).
+    of range, an unclosed ``[``), with the password masked.
     """
+    setting = "postgres_url" if url.startswith("postgres") else "redis_url"
+    example = POSTGRES_URL_EXAMPLE if setting == "postgres_url" else "redis://host:6379/0"
     try:
-        netloc = urlsplit(url).netloc
-    except ValueError as exc:
-        raise CheckFailed(f"the URL is malformed ({exc})") from None
-    hosts = []
-    for part in netloc.rpartition("@")[2].split(","):
-        if part.startswith("["):
-            host, _, rest = part[1:].partition("]")
-            if rest and not rest.startswith(":"):
-                raise CheckFailed(f"malformed host {part!r} in {mask_url(url)}")
-            port_text = rest[1:]
-        else:
-            host, _, port_text = part.partition(":")
-        try:
-            port = int(port_text) if port_text else default_port
-        except ValueError:
-            raise CheckFailed(
-                f"the port {port_text!r} of {mask_url(url)} is not a number"
-            ) from None
-        if not 0 < port < 65536:
-            raise CheckFailed(f"the port {port} of {mask_url(url)} is out of range (1-65535)")
-        hosts.append((unquote(host), port))
-    return hosts
+        hosts = url_hosts(split_url(url, setting, example), default_port, setting, example)
+    except ConfigurationError as exc:
+        raise CheckFailed(str(exc)) from None
+    return [(unquote(host), port) for host, port in hosts]
 
 
 async def is_local(host: str, port: int, timeout_s: float) -> tuple[bool, list[str]]:
@@ -194,7 +175,7 @@ async def check_postgres(url: str, prefix: str, timeout_s: float, report: Report
     """Host, TLS, connectivity, server version and schema version of the Postgres tier."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
-        raise CheckFailed(f"the Postgres URL must start with postgresql://, got {mask_url(url)!r}")
+        raise CheckFailed(f"the Postgres URL must start with postgresql://, got {redact(url)!r}")
     query = parse_qs(parts.query)
     hosts = split_hosts(url, 5432)
     hosts += [(h, hosts[0][1]) for h in query.get("host", []) if h.startswith("/")]
@@ -228,7 +209,7 @@ async def check_postgres(url: str, prefix: str, timeout_s: float, report: Report
         f"command_timeout={settings.command_timeout_s}s pgbouncer={settings.pgbouncer}"
     )
     started = time.perf_counter()
-    await _within(timeout_s, f"connecting to {mask_url(url)}", store.open())
+    await _within(timeout_s, f"connecting to {redact(url)}", store.open())
     try:
         elapsed_ms = (time.perf_counter() - started) * 1000
         pool = store.pool
@@ -314,7 +295,7 @@ async def check_redis(url: str, timeout_s: float, report: Report) -> None:
             RedisSettings(url=url, socket_timeout_s=timeout_s, connect_timeout_s=timeout_s)
         )
     except ValueError as exc:  # ConfigurationError included
-        raise CheckFailed(f"malformed Redis URL {mask_url(url)!r}: {exc}") from None
+        raise CheckFailed(f"malformed Redis URL {redact(url)!r}: {exc}") from None
     try:
         if scheme == "redis+sentinel":
             await _sentinel_topology(client, timeout_s, report)
@@ -322,7 +303,7 @@ async def check_redis(url: str, timeout_s: float, report: Report) -> None:
             await _cluster_topology(client, timeout_s, report)
         else:
             label = "master" if scheme == "redis+sentinel" else "server"
-            where = f"the {label} of {mask_url(url)}"
+            where = f"the {label} of {redact(url)}"
             await _check_server(client.execute_command, label, where, timeout_s, report)
     finally:
         await _close(client, timeout_s)
@@ -347,7 +328,7 @@ def _redis_failure(what: str, exc: BaseException) -> CheckFailed:
         TimeoutError,
     )
 
-    text = describe(exc)
+    text = describe_error(exc)
     if isinstance(exc, AuthenticationError | AuthenticationWrongNumberOfArgsError) or (
         isinstance(exc, ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS"))
     ):
@@ -537,14 +518,14 @@ async def _doctor(
     report: Report,
 ) -> None:
     if postgres_url is not None:
-        report.out(f"durable tier: postgres {mask_url(postgres_url)} (prefix {prefix!r})")
+        report.out(f"durable tier: postgres {redact(postgres_url)} (prefix {prefix!r})")
         await _guarded(report, check_postgres(postgres_url, prefix, timeout_s, report))
     else:
         assert sqlite_path is not None
         report.out(f"durable tier: sqlite {sqlite_path} (prefix {prefix!r})")
         await _guarded(report, asyncio.to_thread(check_sqlite, sqlite_path, prefix, report))
     if redis_url is not None:
-        report.out(f"redis tier: {mask_url(redis_url)}")
+        report.out(f"redis tier: {redact(redis_url)}")
         await _guarded(report, check_redis(redis_url, timeout_s, report))
 
 
