@@ -13,8 +13,14 @@
 #   PGHOST, PGPORT, PGUSER, PGDATABASE   libpq settings, for restore-point only
 set -euo pipefail
 
-export PGBACKREST_CONFIG=${PGBACKREST_CONFIG:-/etc/pgbackrest/pgbackrest.conf}
-export PGBACKREST_STANZA=${PGBACKREST_STANZA:-langgraph}
+config=${PGBACKREST_CONFIG:-/etc/pgbackrest/pgbackrest.conf}
+stanza=${PGBACKREST_STANZA:-langgraph}
+
+# Given on the command line (not only through the environment) so that the restore_command
+# pgBackRest writes into a restored cluster names them too.
+pgbr() {
+    pgbackrest --config="$config" --stanza="$stanza" "$@"
+}
 
 usage() {
     cat <<'EOF'
@@ -34,7 +40,7 @@ usage: backup-restore.sh COMMAND [ARGS]
                           itself when it reaches the target. Start it with
                           pg_ctl -D DIR start, then flush Redis and point the servers at it.
   cleanup                 expire backups and WAL past the retention (repo1-retention-full)
-  info                    the backups and the WAL range they cover
+  info [--output=json]    the backups and the WAL range they cover
   check                   check that WAL archiving works (forces a WAL switch, waits for it)
 EOF
 }
@@ -73,16 +79,18 @@ cmd_restore() {
     if [ -n "$set_label" ]; then
         args+=(--set="$set_label")
     fi
-    pgbackrest "${args[@]}" "$@" restore
+    pgbr "${args[@]}" "$@" restore
     echo "restored into $to; start it with: pg_ctl -D $to start"
 }
 
 cmd_restore_point() {
     local name=${1:?restore-point needs a name}
-    psql --no-psqlrc -v ON_ERROR_STOP=1 --quiet --tuples-only \
-        --set=name="$name" --command "SELECT pg_create_restore_point(:'name')"
+    # From standard input: psql substitutes :'name' (quoted) there, not in --command.
+    psql --no-psqlrc -v ON_ERROR_STOP=1 --quiet --tuples-only --set=name="$name" <<'SQL'
+SELECT pg_create_restore_point(:'name');
+SQL
     # check switches to a new WAL segment and waits until the one with the point is archived.
-    pgbackrest check
+    pgbr check
 }
 
 main() {
@@ -90,8 +98,8 @@ main() {
     [ $# -gt 0 ] && shift
     case "$command" in
         init)
-            pgbackrest stanza-create
-            pgbackrest check
+            pgbr stanza-create
+            pgbr check
             ;;
         backup)
             local type=${1:-incr}
@@ -99,13 +107,13 @@ main() {
                 full | diff | incr) ;;
                 *) die "backup type must be full, diff or incr (got $type)" ;;
             esac
-            pgbackrest --type="$type" backup
+            pgbr --type="$type" backup
             ;;
         restore-point) cmd_restore_point "$@" ;;
         restore) cmd_restore "$@" ;;
-        cleanup) pgbackrest expire ;;
-        info) pgbackrest info ;;
-        check) pgbackrest check ;;
+        cleanup) pgbr expire ;;
+        info) pgbr info "$@" ;;
+        check) pgbr check ;;
         -h | --help | help) usage ;;
         *)
             usage >&2
