@@ -218,3 +218,14 @@ def test_the_dockerfile_runs_the_server_unprivileged_with_a_health_check() -> No
 def test_redis_is_not_backed_up() -> None:
     script = (DEPLOY / "backup" / "backup-restore.sh").read_text()
     assert "redis-cli" not in script and "--rdb" not in script
+
+
+def test_the_readme_names_every_asset_and_check() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    for path in sorted(DEPLOY.iterdir()):
+        if path.is_dir():
+            assert f"`{path.name}/" in readme, f"deploy/README.md does not describe {path.name}/"
+    from tests.deploy.validate import CHECKS
+
+    for check in CHECKS:
+        assert check in readme.split("## What is here")[0], f"check {check} not in the usage"
