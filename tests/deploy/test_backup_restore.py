@@ -81,7 +81,7 @@ class Drill:
         _chown_postgres(root)
         # The committed configuration, with the paths of this test's cluster and repository.
         conf = configparser.ConfigParser(interpolation=None)
-        conf.optionxform = str  # type: ignore[assignment,method-assign]
+        conf.optionxform = str  # keep the options' case
         conf.read(DEPLOY / "backup" / "pgbackrest.conf")
         conf["global"].update(
             {"repo1-path": str(root / "repo"), "log-path": str(root / "log"),

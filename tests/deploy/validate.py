@@ -78,11 +78,12 @@ def tool(check: str, name: str) -> str:
         return str(here)
     found = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
     if found is None:
-        raise CheckFailed(
-            check,
-            name,
-            f"{name} is not installed: run scripts/install-deploy-tools and scripts/setup",
+        where = (
+            "it comes with the development machines' image"
+            if name == "kubectl"
+            else "run scripts/install-deploy-tools and scripts/setup"
         )
+        raise CheckFailed(check, name, f"{name} is not installed: {where}")
     return found
 
 
