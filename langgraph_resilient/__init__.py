@@ -146,9 +146,16 @@ _PLUG = "langgraph_server:checkpointer"
 ``langgraph_resilient.langgraph_server.checkpointer`` works too)."""
 
 
+def _plug_checkpointer() -> Any:
+    """``langgraph_server.checkpointer()``, imported when LangGraph Server first calls it (its
+    loader reads the module's ``__dict__``, so the name must exist before any import)."""
+    return importlib.import_module("langgraph_resilient.langgraph_server").checkpointer()
+
+
+globals()[_PLUG] = _plug_checkpointer
+
+
 def __getattr__(name: str) -> Any:
-    if name == _PLUG:
-        return importlib.import_module("langgraph_resilient.langgraph_server").checkpointer
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'langgraph_resilient' has no attribute {name!r}")
