@@ -25,6 +25,7 @@ from langgraph_resilient.errors import (
     SyncCallOnEventLoopError,
     TierUnavailableError,
 )
+from langgraph_resilient.node_cache import TieredCache
 from langgraph_resilient.runtime import (
     Bulkhead,
     CircuitBreaker,
@@ -78,6 +79,7 @@ __all__ = [
     "StaleLeaseError",
     "SyncCallOnEventLoopError",
     "TierUnavailableError",
+    "TieredCache",
     "Timeout",
     "is_transient",
     "with_resilience",

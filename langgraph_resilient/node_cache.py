@@ -1,0 +1,598 @@
+"""``TieredCache``: LangGraph's node cache (``compile(cache=...)``) in-process and in Redis.
+
+LangGraph calls ``cache.get`` with a task's ``(namespace, key)`` before running a node that has
+a ``cache_policy``, and ``cache.set`` in the background after it ran. Here that is served by:
+
+- L1, the saver's ``LocalCache`` (LRU, bounded in bytes), holding the serde's bytes, so a hit
+  deserializes a fresh copy as LangGraph's ``InMemoryCache`` does;
+- L2, Redis (optional), shared by every replica. A namespace's keys share the hash tag
+  ``{prefix}nc:{<namespace digest>}`` (one Cluster slot, one script per namespace); key names
+  are digests and values the serde's bytes, so an ``EncryptedSerializer`` leaves no plaintext.
+  A namespace has a generation (``...:g``, a random token) and entries live under it, so a
+  ``clear`` is one ``SET`` per namespace; old entries expire by their TTL.
+
+TTLs hold on both levels (an entry copied into L1 keeps the time Redis had left it). Redis is
+never a dependency: each round trip has a time limit and feeds the saver's ``TierBreaker``;
+while it is open the cache is L1 alone (clears are kept, applied before Redis is read again)
+and a node never fails for Redis. Another replica's ``clear`` reaches L1 within
+``refresh_interval_s``; a Redis value that does not decode is deleted. Sync and async share
+one implementation: L1 is used from any thread under a lock, and whatever talks to Redis is a
+coroutine on the home loop of the saver's ``LoopBridge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import ormsgpack
+from langgraph.cache.base import BaseCache, FullKey, Namespace, ValueT
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from redis.exceptions import RedisClusterException, RedisError
+
+from langgraph_resilient.checkpoint.bridge import LoopBridge
+from langgraph_resilient.checkpoint.cache import LocalCache
+from langgraph_resilient.checkpoint.redis_conn import RedisSettings, connect, describe
+from langgraph_resilient.checkpoint.redis_tier import TierBreaker
+from langgraph_resilient.checkpoint.settings import SaverSettings, redact
+from langgraph_resilient.errors import (
+    ConfigurationError,
+    SaverClosedError,
+    SerializationError,
+    TierUnavailableError,
+)
+
+__all__ = ["TieredCache"]
+
+log = logging.getLogger("langgraph_resilient.node_cache")
+T = TypeVar("T")
+Op = Callable[[], Coroutine[Any, Any, T]]
+
+_MAGIC = b"LGRN1"  # leads every value written to Redis (then the serde's type, NUL, bytes)
+_REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+_CLEAR_ALL_LIMIT_S = 30.0  # time limit of clear() of everything: it walks the keyspace (SCAN)
+
+# Read some entries of one namespace. KEYS[1]: its generation key; ARGV[1]: its key base;
+# ARGV[2..]: key digests. Returns {generation, value1, pttl1, value2, pttl2, ...}: the
+# generation is false when the namespace has none (nothing written yet), a value when absent.
+GET_LUA = """
+local gen = redis.call('GET', KEYS[1])
+local out = {gen}
+for i = 2, #ARGV do
+  local key = (gen and ARGV[1] .. gen .. ':' .. ARGV[i])
+  local value = key and redis.call('GET', key)
+  out[#out + 1] = value
+  out[#out + 1] = value and redis.call('PTTL', key) or 0
+end
+return out
+"""
+
+# Write some entries of one namespace under its generation, which is created (ARGV[2], a fresh
+# random token) if the namespace has none, and lives as long as its longest-lived entry may
+# (ARGV[3] ms; once it expires, older entries are unreachable). ARGV[1]: the key base; then
+# (key digest, value, ttl in ms) triples. Returns the generation written under.
+SET_LUA = """
+local gen = redis.call('GET', KEYS[1])
+if not gen then gen = ARGV[2] end
+redis.call('SET', KEYS[1], gen, 'PX', ARGV[3])
+local base = ARGV[1] .. gen .. ':'
+for i = 4, #ARGV, 3 do
+  redis.call('SET', base .. ARGV[i], ARGV[i + 1], 'PX', ARGV[i + 2])
+end
+return gen
+"""
+
+
+class _RedisUnavailable(Exception):
+    """Redis failed, timed out, or its breaker is open: serve from L1 alone."""
+
+
+Stamp = tuple[int, int]
+
+
+@dataclass(slots=True)
+class _Space:
+    """A namespace as this process knows it. ``token`` is part of its L1 keys: a clear, or
+    another generation seen in Redis, takes a new one, so every older L1 entry is unreachable.
+    ``gen`` is the Redis generation behind its L1 entries (``None``: not known yet); ``clears``
+    and ``seen`` count the clears and the generation changes, for requests to tell whether
+    their answer is still current (``stamp``)."""
+
+    token: int
+    gen: str | None
+    base: str
+    gen_key: str
+    clears: int = 0
+    seen: int = 0
+
+    @property
+    def stamp(self) -> Stamp:
+        return (self.clears, self.seen)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A serialized value on its way to a level, and its time to live (``None``: forever)."""
+
+    ns: Namespace
+    key: str
+    typed: tuple[str, bytes]
+    ttl_s: float | None
+
+
+class TieredCache(BaseCache[ValueT]):
+    """LangGraph's ``BaseCache`` as an in-process LRU (bounded in bytes) over Redis.
+
+    In-process only, nothing to enter::
+
+        graph = builder.compile(cache=TieredCache(max_bytes=64 * 1024 * 1024))
+
+    Shared by every replica through Redis (``with`` in sync programs, ``async with`` in async
+    ones; :meth:`from_url` takes the Redis settings)::
+
+        async with TieredCache.from_url("redis://cache:6379/0") as cache:
+            graph = builder.compile(cache=cache)
+
+    Args:
+        max_bytes: bound of the in-process level (serialized bytes plus about 200 bytes per
+            entry); ``0`` disables it.
+        serde: serializer of the values; default LangGraph's ``JsonPlusSerializer``, as for
+            ``ResilientSaver``. Give it the saver's (an ``EncryptedSerializer``, say) to cache
+            under the same rules as the checkpoints.
+        prefix: prefix of the Redis keys, as for the saver (lowercase letters, digits, ``_``).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        serde: SerializerProtocol | None = None,
+        prefix: str = "lgr_",
+    ) -> None:
+        super().__init__(serde=serde or JsonPlusSerializer())
+        if type(max_bytes) is not int or max_bytes < 0:
+            raise ConfigurationError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+        SaverSettings(prefix=prefix)  # the saver's rule for prefixes, and its error message
+        self.prefix = prefix
+        self.redis_settings: RedisSettings | None = None
+        self.refresh_interval_s = 1.0
+        self.redis_required = False
+        self.breaker = TierBreaker()  # 2 failures in a row: open 2 s; replaceable before enter
+        self._local = LocalCache(max_bytes)
+        self._lock = threading.Lock()  # L1 and the namespace table, used from any thread
+        self._spaces: dict[Namespace, _Space] = {}
+        self._tokens = itertools.count()
+        self._pending: set[Namespace] = set()  # cleared here, not yet in Redis
+        self._pending_all = False  # clear() of everything, not yet in Redis
+        self._bridge = LoopBridge()
+        self._client: Any = None
+        self._scripts: tuple[Any, Any] = (None, None)  # GET_LUA, SET_LUA
+        self._open = self._probing = False
+        self._refresh_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        redis_url: str | None = None,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        serde: SerializerProtocol | None = None,
+        prefix: str = "lgr_",
+        socket_timeout_s: float = 0.25,
+        connect_timeout_s: float = 0.5,
+        key_ttl_s: int = 7 * 24 * 3600,
+        refresh_interval_s: float = 1.0,
+        redis_required: bool = False,
+    ) -> TieredCache[Any]:
+        """A cache over Redis at ``redis_url`` (``redis://``, ``rediss://``, ``redis+sentinel://``,
+        ``redis+cluster://``, as for the saver), or in-process only. ``socket_timeout_s``: a
+        round trip longer than twice this is a failure; ``key_ttl_s``: Redis expiry of entries
+        cached with ``ttl=None``; ``refresh_interval_s``: bounds how long another replica's
+        ``clear`` takes to reach this one's L1; ``redis_required``: fail on enter when Redis is
+        unreachable (else start without it and use it once it answers)."""
+        cache: TieredCache[Any] = cls(max_bytes=max_bytes, serde=serde, prefix=prefix)
+        if not refresh_interval_s > 0:
+            raise ConfigurationError(f"refresh_interval_s must be > 0, got {refresh_interval_s}")
+        if redis_url is not None:
+            cache.redis_settings = RedisSettings(
+                redis_url, socket_timeout_s, connect_timeout_s, key_ttl_s=key_ttl_s
+            )
+        cache.refresh_interval_s = refresh_interval_s
+        cache.redis_required = redis_required
+        return cache
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> TieredCache[ValueT]:
+        if self.redis_settings is not None:
+            self._bridge.attach(asyncio.get_running_loop())
+            try:
+                await self._connect(self.redis_settings)
+            except BaseException:
+                self._bridge.detach()
+                raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.redis_settings is not None:
+            try:
+                await self._disconnect()
+            finally:
+                self._bridge.detach()
+
+    def __enter__(self) -> TieredCache[ValueT]:
+        if self.redis_settings is not None:
+            self._bridge.start_thread()
+            try:
+                self._bridge.run(self._connect(self.redis_settings))
+            except BaseException:
+                self._bridge.stop_thread()
+                raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.redis_settings is not None:
+            try:
+                self._bridge.run(self._disconnect())
+            finally:
+                self._bridge.stop_thread()
+
+    async def _connect(self, settings: RedisSettings) -> None:
+        client = connect(settings)
+        self._scripts = (client.register_script(GET_LUA), client.register_script(SET_LUA))
+        try:
+            await asyncio.wait_for(client.ping(), timeout=settings.connect_timeout_s * 2)
+        except _REDIS_ERRORS as exc:
+            why = f"cannot connect to {redact(settings.url)}: {describe(exc)}"
+            if self.redis_required:
+                await client.aclose()
+                raise TierUnavailableError("redis", why) from exc
+            log.warning("the node cache starts in-process only, Redis is unreachable: %s", why)
+            self.breaker.trip()
+        self._client = client
+        self._open = True
+        self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    async def _disconnect(self) -> None:
+        self._open = False
+        task, self._refresh_task = self._refresh_task, None
+        assert task is not None  # started by _connect
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        client, self._client = self._client, None
+        with contextlib.suppress(Exception):  # a dead connection is closed all the same
+            await client.aclose()
+
+    # ------------------------------------------------------------------ BaseCache
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """The cached values of ``keys`` that are present and unexpired."""
+        found, missing = self._get_local(keys)
+        if missing and self._redis_usable():
+            found.update(self._bridge.run(self._get_redis(missing)))
+        return found
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """The cached values of ``keys`` that are present and unexpired."""
+        found, missing = self._get_local(keys)
+        if missing and self._redis_usable():
+            found.update(await self._bridge.hop(self._get_redis(missing)))
+        return found
+
+    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Cache each value for its TTL in seconds (``None``: no expiry)."""
+        entries = self._encode(pairs)
+        if entries and self._redis_usable():
+            self._bridge.run(self._set_redis(entries))
+        else:
+            self._set_local(entries)
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Cache each value for its TTL in seconds (``None``: no expiry)."""
+        entries = self._encode(pairs)
+        if entries and self._redis_usable():
+            await self._bridge.hop(self._set_redis(entries))
+        else:
+            self._set_local(entries)
+
+    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Delete the entries of ``namespaces`` (every entry when ``None``) on every replica."""
+        self._clear_local(namespaces)
+        if self._redis_usable():
+            self._bridge.run(self._flush_clears())
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Delete the entries of ``namespaces`` (every entry when ``None``) on every replica."""
+        self._clear_local(namespaces)
+        if self._redis_usable():
+            await self._bridge.hop(self._flush_clears())
+
+    # ------------------------------------------------------------------ L1 (any thread)
+
+    def _space(self, ns: Namespace) -> _Space:
+        """The namespace's entry in the table (made on first use); call under the lock."""
+        space = self._spaces.get(ns)
+        if space is None:
+            digest = hashlib.blake2b(ormsgpack.packb(list(ns)), digest_size=12).hexdigest()
+            base = f"{self.prefix}nc:{{{digest}}}:"
+            space = self._spaces[ns] = _Space(next(self._tokens), None, base, base + "g")
+        return space
+
+    def _get_local(self, keys: Sequence[FullKey]) -> tuple[dict[FullKey, ValueT], list[FullKey]]:
+        held, missing = [], []
+        now = time.monotonic()
+        with self._lock:
+            for full in keys:
+                entry = self._local.get((self._space(tuple(full[0])).token, full[1]))
+                if entry is None or (entry[1] is not None and entry[1] <= now):
+                    missing.append(full)
+                else:
+                    held.append((full, entry[0]))
+        loads = self.serde.loads_typed  # outside the lock: deserializing may take a while
+        return {full: loads(typed) for full, typed in held}, missing
+
+    def _set_local(
+        self, entries: Iterable[_Entry], stamps: Mapping[Namespace, Stamp] | None = None
+    ) -> None:
+        """Put entries in L1, unless their namespace's stamp moved since the caller took it
+        (``stamps``; ``None``: now): cleared, or another generation seen."""
+        now = time.monotonic()
+        with self._lock:
+            for e in entries:
+                space = self._space(e.ns)
+                if stamps is None or space.stamp == stamps.get(e.ns):
+                    deadline = None if e.ttl_s is None else now + e.ttl_s
+                    cost = len(e.typed[0]) + len(e.typed[1])
+                    self._local.put((space.token, e.key), (e.typed, deadline), cost)
+
+    def _clear_local(self, namespaces: Sequence[Namespace] | None) -> None:
+        with self._lock:
+            if namespaces is None:
+                self._local.clear()
+                self._pending_all = True
+            else:
+                self._pending.update(tuple(ns) for ns in namespaces)
+            self._renew(self._spaces if namespaces is None else map(tuple, namespaces))
+
+    def _renew(self, namespaces: Iterable[Namespace]) -> None:
+        """Cleared: the namespaces' L1 entries become unreachable. Call under the lock."""
+        for ns in list(namespaces):
+            space = self._space(ns)
+            space.token, space.clears = next(self._tokens), space.clears + 1
+
+    def _adopt(self, ns: Namespace, gen: str | None, stamp: Stamp) -> Stamp | None:
+        """Record the generation Redis gave a request on ``ns`` made at ``stamp``. Returns the
+        stamp to cache the answer under, or ``None`` when it may be outdated: the namespace
+        was cleared since the request started, or another answer changed its generation."""
+        with self._lock:
+            space = self._space(ns)
+            if space.clears != stamp[0] or (gen != space.gen and space.seen != stamp[1]):
+                return None
+            if gen != space.gen:  # cleared elsewhere, or first seen: L1 may be stale
+                space.gen, space.seen, space.token = gen, space.seen + 1, next(self._tokens)
+            return space.stamp
+
+    def _encode(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> list[_Entry]:
+        """Serialize every value first: a refusal raises before anything is cached."""
+        entries = []
+        for full, (value, ttl) in pairs.items():
+            if ttl is not None and not (type(ttl) in (int, float) and ttl > 0):
+                raise ConfigurationError(
+                    f"a cache TTL must be a positive number of seconds or None, got {ttl!r} "
+                    f"for {full!r}; nothing was cached"
+                )
+            try:
+                typed = self.serde.dumps_typed(value)
+            except Exception as exc:
+                raise SerializationError(
+                    f"cannot serialize the cached value of {full!r} ({type(value).__name__}): "
+                    f"{exc}. Make it serializable by the cache's serde; nothing was cached"
+                ) from exc
+            ttl_s = None if ttl is None else float(ttl)
+            entries.append(_Entry(tuple(full[0]), full[1], typed, ttl_s))
+        return entries
+
+    # ------------------------------------------------------------------ L2 (home loop)
+
+    def _redis_usable(self) -> bool:
+        """Whether to try Redis now (read from any thread: a stale answer costs one skipped
+        or one failed call). Raises when the cache has Redis but was not entered."""
+        if self.redis_settings is None:
+            return False
+        if not self._open:
+            raise SaverClosedError(
+                "the TieredCache has a Redis URL but is not open: use it inside `with` (sync "
+                "programs) or `async with TieredCache.from_url(...) as cache:` (async ones)"
+            )
+        return not self.breaker.is_open or self.breaker.probe_due()
+
+    async def _call(self, name: str, op: Op[T]) -> T:
+        """One Redis round trip under the breaker and the time limit, after the clears kept
+        so far (so nothing cleared here is read back). While the breaker is open, one caller
+        at a time probes once its open time is over."""
+        probe = self.breaker.is_open
+        if probe:
+            if not self.breaker.probe_due() or self._probing:
+                raise _RedisUnavailable("breaker open")
+            self._probing = True
+        try:
+            if self._pending or self._pending_all:
+                await self._guarded("clear", self._apply_clears)
+            return await self._guarded(name, op)
+        finally:
+            if probe:
+                self._probing = False
+
+    async def _guarded(self, name: str, op: Op[T]) -> T:
+        assert self.redis_settings is not None
+        clear_all = name == "clear" and self._pending_all
+        limit_s = _CLEAR_ALL_LIMIT_S if clear_all else self.redis_settings.socket_timeout_s * 2
+        try:
+            result = await asyncio.wait_for(op(), limit_s)
+        except _REDIS_ERRORS as exc:
+            if self.breaker.failure():
+                log.warning("the node cache is in-process only, Redis fails: %s", describe(exc))
+            raise _RedisUnavailable(f"{name}: {describe(exc)}") from exc
+        if self.breaker.is_open:
+            log.warning("Redis is back; the node cache uses it again")
+        self.breaker.success()
+        return result
+
+    async def _get_redis(self, missing: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        by_space: dict[Namespace, list[str]] = {}
+        for ns, key in missing:
+            by_space.setdefault(tuple(ns), []).append(key)
+        with self._lock:
+            asks = [(ns, self._space(ns), keys) for ns, keys in by_space.items()]
+            stamps = [space.stamp for _, space, _ in asks]
+        script = self._scripts[0]
+
+        async def read() -> list[Any]:
+            calls = [script([s.gen_key], [s.base, *map(_digest, keys)]) for _, s, keys in asks]
+            return list(await asyncio.gather(*calls))
+
+        try:
+            replies = await self._call("get", read)
+        except _RedisUnavailable:
+            return {}
+        found: dict[FullKey, ValueT] = {}
+        corrupt: list[str] = []
+        for (ns, space, keys), stamp, reply in zip(asks, stamps, replies, strict=True):
+            gen = None if reply[0] is None else reply[0].decode()
+            entries = []
+            for key, raw, pttl in zip(keys, reply[1::2], reply[2::2], strict=True):
+                if raw is None:
+                    continue
+                try:
+                    typed = _unpack(raw)
+                    found[(ns, key)] = self.serde.loads_typed(typed)
+                except Exception as exc:
+                    log.warning("dropping an undecodable node cache entry from Redis: %s", exc)
+                    corrupt.append(f"{space.base}{gen}:{_digest(key)}")
+                    continue
+                entries.append(_Entry(ns, key, typed, pttl / 1000 if pttl >= 0 else None))
+            if (current := self._adopt(ns, gen, stamp)) is not None:
+                self._set_local(entries, {ns: current})
+        if corrupt:
+            with contextlib.suppress(_RedisUnavailable):  # one DEL, split by slot on a Cluster
+                await self._call("drop", functools.partial(self._client.delete, *corrupt))
+        return found
+
+    async def _set_redis(self, entries: Sequence[_Entry]) -> None:
+        assert self.redis_settings is not None
+        default_ms = self.redis_settings.key_ttl_s * 1000
+        by_space: dict[Namespace, list[_Entry]] = {}
+        for e in entries:
+            by_space.setdefault(e.ns, []).append(e)
+        with self._lock:
+            spaces = {ns: self._space(ns) for ns in by_space}
+            stamps = {ns: space.stamp for ns, space in spaces.items()}
+        calls = []
+        for ns, group in by_space.items():
+            args: list[Any] = [spaces[ns].base, os.urandom(8).hex(), default_ms]
+            for e in group:
+                ttl_ms = default_ms if e.ttl_s is None else max(1, math.ceil(e.ttl_s * 1000))
+                args += [_digest(e.key), _pack(e.typed), ttl_ms]
+                args[2] = max(args[2], ttl_ms)
+            calls.append((spaces[ns].gen_key, args))
+        script = self._scripts[1]
+
+        async def write() -> list[Any]:
+            return list(await asyncio.gather(*(script([key], args) for key, args in calls)))
+
+        try:
+            gens = await self._call("set", write)
+        except _RedisUnavailable:
+            self._set_local(entries, stamps)
+            return
+        for ns, gen in zip(by_space, gens, strict=True):
+            if (current := self._adopt(ns, gen.decode(), stamps[ns])) is not None:
+                self._set_local(by_space[ns], {ns: current})
+
+    async def _flush_clears(self) -> None:
+        """Apply the clears kept so far; when Redis fails they stay kept for the next call."""
+        with contextlib.suppress(_RedisUnavailable):
+            await self._call("clear", functools.partial(asyncio.sleep, 0))
+
+    async def _apply_clears(self) -> None:
+        """Give each namespace cleared here a new Redis generation: its entries become
+        unreachable on every replica (and expire by their TTL). ``clear()`` of everything
+        does so for every namespace in Redis (each has a generation key once written)."""
+        with self._lock:
+            pending, self._pending = self._pending, set()
+            everything, self._pending_all = self._pending_all, False
+            if everything:
+                pending = set(self._spaces)
+            gen_keys = {ns: self._space(ns).gen_key for ns in pending}
+        client = self._client
+        try:
+            found: list[str] = []
+            if everything:
+                pattern = f"{self.prefix}nc:{{*}}:g"  # a prefix has no glob characters
+                found = [k.decode() async for k in client.scan_iter(match=pattern, count=1000)]
+            fresh = {key: os.urandom(8).hex() for key in {*gen_keys.values(), *found}}
+            assert self.redis_settings is not None
+            ttl_ms = self.redis_settings.key_ttl_s * 1000  # as long as an entry (SET_LUA)
+            await asyncio.gather(*(client.set(k, g, px=ttl_ms) for k, g in fresh.items()))
+        except BaseException:
+            with self._lock:  # kept for the next call
+                self._pending |= pending
+                self._pending_all = self._pending_all or everything
+            raise
+        with self._lock:
+            for ns, key in gen_keys.items():
+                self._space(ns).gen = fresh[key]
+            self._renew(pending)  # reads meanwhile may have filled L1 from the old generation
+
+    async def _refresh_loop(self) -> None:
+        """Notice clears made by other replicas (compare generations with Redis's); also
+        applies the clears kept during an outage when no node asks for the cache."""
+        while True:
+            await asyncio.sleep(self.refresh_interval_s)
+            with self._lock:
+                held = [(ns, s.gen_key, s.stamp) for ns, s in self._spaces.items()]
+                idle = not held and not self._pending_all
+            if idle or (self.breaker.is_open and not self.breaker.probe_due()):
+                continue
+            read = functools.partial(self._read_generations, [key for _, key, _ in held])
+            try:
+                gens = await self._call("refresh", read)
+            except _RedisUnavailable:
+                continue
+            for (ns, _, stamp), gen in zip(held, gens, strict=True):
+                self._adopt(ns, None if gen is None else gen.decode(), stamp)
+
+    async def _read_generations(self, keys: list[str]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)  # one round trip (per node on a Cluster)
+        for key in keys:
+            pipe.get(key)
+        return list(await pipe.execute())
+
+
+def _digest(key: str) -> str:
+    """A key as Redis sees it: a digest, so no caller-chosen text reaches Redis."""
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+def _pack(typed: tuple[str, bytes]) -> bytes:
+    return _MAGIC + typed[0].encode() + b"\0" + typed[1]
+
+
+def _unpack(raw: bytes) -> tuple[str, bytes]:
+    cut = raw.find(b"\0", len(_MAGIC))
+    if not raw.startswith(_MAGIC) or cut < 0:
+        raise ValueError("not a value written by TieredCache")
+    return raw[len(_MAGIC) : cut].decode(), raw[cut + 1 :]
