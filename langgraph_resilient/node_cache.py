@@ -5,19 +5,19 @@ a ``cache_policy``, and ``cache.set`` in the background after it ran. Here that 
 
 - L1, the saver's ``LocalCache`` (LRU, bounded in bytes), holding the serde's bytes, so a hit
   deserializes a fresh copy as LangGraph's ``InMemoryCache`` does;
-- L2, Redis (optional), shared by every replica. A namespace's keys share the hash tag
-  ``{prefix}nc:{<namespace digest>}`` (one Cluster slot, one script per namespace); key names
-  are digests and values the serde's bytes, so an ``EncryptedSerializer`` leaves no plaintext.
-  A namespace has a generation (``...:g``, a random token) and entries live under it, so a
+- L2, Redis (optional), shared by every replica. A namespace's keys, ``{prefix}nc:{<namespace
+  digest>}:<server run_id>:``, share a hash tag (one Cluster slot, one script per namespace)
+  and name the server, so a restarted or failed-over Redis is an empty cache, as for the saver.
+  Names are digests and values the serde's bytes: an ``EncryptedSerializer`` leaves no
+  plaintext. Entries live under the namespace's generation (``...:g``, a random token), so a
   ``clear`` is one ``SET`` per namespace; old entries expire by their TTL.
 
 TTLs hold on both levels (an entry copied into L1 keeps the time Redis had left it). Redis is
 never a dependency: each round trip has a time limit and feeds the saver's ``TierBreaker``;
-while it is open the cache is L1 alone (clears are kept, applied before Redis is read again)
-and a node never fails for Redis. Another replica's ``clear`` reaches L1 within
-``refresh_interval_s``; a Redis value that does not decode is deleted. Sync and async share
-one implementation: L1 is used from any thread under a lock, and whatever talks to Redis is a
-coroutine on the home loop of the saver's ``LoopBridge``.
+while it is open the cache is L1 alone (clears are kept for later) and no node fails for Redis.
+Other replicas' clears reach L1 within ``refresh_interval_s``; undecodable Redis values are
+deleted. Sync and async share one implementation: L1 is used from any thread under a lock,
+and what talks to Redis is a coroutine on the home loop of the saver's ``LoopBridge``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from langgraph_resilient.checkpoint.bridge import LoopBridge
 from langgraph_resilient.checkpoint.cache import LocalCache
 from langgraph_resilient.checkpoint.redis_conn import RedisSettings, connect, describe
 from langgraph_resilient.checkpoint.redis_tier import TierBreaker
+from langgraph_resilient.checkpoint.redis_wire import LuaScript, ServerChanged, script_runner
 from langgraph_resilient.checkpoint.settings import SaverSettings, redact
 from langgraph_resilient.errors import (
     ConfigurationError,
@@ -62,7 +63,6 @@ Op = Callable[[], Coroutine[Any, Any, T]]
 
 _MAGIC = b"LGRN1"  # leads every value written to Redis (then the serde's type, NUL, bytes)
 _REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
-_CLEAR_ALL_LIMIT_S = 30.0  # time limit of clear() of everything: it walks the keyspace (SCAN)
 
 # Read some entries of one namespace. KEYS[1]: its generation key; ARGV[1]: its key base;
 # ARGV[2..]: key digests. Returns {generation, value1, pttl1, value2, pttl2, ...}: the
@@ -94,26 +94,27 @@ end
 return gen
 """
 
+GET, SET = LuaScript(GET_LUA), LuaScript(SET_LUA)
+
 
 class _RedisUnavailable(Exception):
     """Redis failed, timed out, or its breaker is open: serve from L1 alone."""
 
 
 Stamp = tuple[int, int]
+_Group = tuple[Namespace, "_Space", Stamp, list[T]]  # items of one namespace (_grouped)
 
 
 @dataclass(slots=True)
 class _Space:
-    """A namespace as this process knows it. ``token`` is part of its L1 keys: a clear, or
-    another generation seen in Redis, takes a new one, so every older L1 entry is unreachable.
-    ``gen`` is the Redis generation behind its L1 entries (``None``: not known yet); ``clears``
-    and ``seen`` count the clears and the generation changes, for requests to tell whether
-    their answer is still current (``stamp``)."""
+    """A namespace here. ``token`` is in its L1 keys: a clear or another Redis generation
+    takes a new one, so older L1 entries are unreachable. ``gen``: the generation behind L1
+    (``None``: unknown); ``stamp`` counts clears and generation changes, for answers to tell
+    whether they are still current."""
 
     token: int
     gen: str | None
-    base: str
-    gen_key: str
+    digest: str
     clears: int = 0
     seen: int = 0
 
@@ -178,7 +179,8 @@ class TieredCache(BaseCache[ValueT]):
         self._pending_all = False  # clear() of everything, not yet in Redis
         self._bridge = LoopBridge()
         self._client: Any = None
-        self._scripts: tuple[Any, Any] = (None, None)  # GET_LUA, SET_LUA
+        self._runner: Any = None  # the saver's pipelined script runner (redis_wire)
+        self._server = "-"  # the Redis server (run_id) keys are composed for, as in the saver
         self._open = self._probing = False
         self._refresh_task: asyncio.Task[None] | None = None
 
@@ -206,14 +208,11 @@ class TieredCache(BaseCache[ValueT]):
         if not refresh_interval_s > 0:
             raise ConfigurationError(f"refresh_interval_s must be > 0, got {refresh_interval_s}")
         if redis_url is not None:
-            cache.redis_settings = RedisSettings(
-                redis_url, socket_timeout_s, connect_timeout_s, key_ttl_s=key_ttl_s
-            )
-        cache.refresh_interval_s = refresh_interval_s
-        cache.redis_required = redis_required
+            limits: dict[str, Any] = {"socket_timeout_s": socket_timeout_s}
+            limits.update(connect_timeout_s=connect_timeout_s, key_ttl_s=key_ttl_s)
+            cache.redis_settings = RedisSettings(redis_url, **limits)
+        cache.refresh_interval_s, cache.redis_required = refresh_interval_s, redis_required
         return cache
-
-    # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> TieredCache[ValueT]:
         if self.redis_settings is not None:
@@ -251,32 +250,29 @@ class TieredCache(BaseCache[ValueT]):
 
     async def _connect(self, settings: RedisSettings) -> None:
         client = connect(settings)
-        self._scripts = (client.register_script(GET_LUA), client.register_script(SET_LUA))
+        runner = script_runner(client, settings.socket_timeout_s * 2)
         try:
-            await asyncio.wait_for(client.ping(), timeout=settings.connect_timeout_s * 2)
+            self._server = await asyncio.wait_for(runner.identify(), settings.connect_timeout_s * 2)
         except _REDIS_ERRORS as exc:
             why = f"cannot connect to {redact(settings.url)}: {describe(exc)}"
             if self.redis_required:
+                await runner.close()
                 await client.aclose()
                 raise TierUnavailableError("redis", why) from exc
             log.warning("the node cache starts in-process only, Redis is unreachable: %s", why)
             self.breaker.trip()
-        self._client = client
-        self._open = True
+        self._client, self._runner, self._open = client, runner, True
         self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_loop())
 
     async def _disconnect(self) -> None:
         self._open = False
-        task, self._refresh_task = self._refresh_task, None
-        assert task is not None  # started by _connect
-        task.cancel()
+        assert self._refresh_task is not None  # started by _connect
+        self._refresh_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
-        client, self._client = self._client, None
+            await self._refresh_task
         with contextlib.suppress(Exception):  # a dead connection is closed all the same
-            await client.aclose()
-
-    # ------------------------------------------------------------------ BaseCache
+            await self._runner.close()
+            await self._client.aclose()
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """The cached values of ``keys`` that are present and unexpired."""
@@ -327,9 +323,12 @@ class TieredCache(BaseCache[ValueT]):
         space = self._spaces.get(ns)
         if space is None:
             digest = hashlib.blake2b(ormsgpack.packb(list(ns)), digest_size=12).hexdigest()
-            base = f"{self.prefix}nc:{{{digest}}}:"
-            space = self._spaces[ns] = _Space(next(self._tokens), None, base, base + "g")
+            space = self._spaces[ns] = _Space(next(self._tokens), None, digest)
         return space
+
+    def _base(self, space: _Space, server: str) -> str:
+        """Per server: a restarted or failed-over one (clears lost?) is a new, empty cache."""
+        return f"{self.prefix}nc:{{{space.digest}}}:{server}:"
 
     def _get_local(self, keys: Sequence[FullKey]) -> tuple[dict[FullKey, ValueT], list[FullKey]]:
         held, missing = [], []
@@ -347,8 +346,7 @@ class TieredCache(BaseCache[ValueT]):
     def _set_local(
         self, entries: Iterable[_Entry], stamps: Mapping[Namespace, Stamp] | None = None
     ) -> None:
-        """Put entries in L1, unless their namespace's stamp moved since the caller took it
-        (``stamps``; ``None``: now): cleared, or another generation seen."""
+        """Put entries in L1 unless their namespace's stamp moved since ``stamps`` were taken."""
         now = time.monotonic()
         with self._lock:
             for e in entries:
@@ -401,15 +399,13 @@ class TieredCache(BaseCache[ValueT]):
                     f"cannot serialize the cached value of {full!r} ({type(value).__name__}): "
                     f"{exc}. Make it serializable by the cache's serde; nothing was cached"
                 ) from exc
-            ttl_s = None if ttl is None else float(ttl)
-            entries.append(_Entry(tuple(full[0]), full[1], typed, ttl_s))
+            entries.append(_Entry(tuple(full[0]), full[1], typed, ttl and float(ttl)))
         return entries
 
     # ------------------------------------------------------------------ L2 (home loop)
 
     def _redis_usable(self) -> bool:
-        """Whether to try Redis now (read from any thread: a stale answer costs one skipped
-        or one failed call). Raises when the cache has Redis but was not entered."""
+        """Whether to try Redis now (from any thread; raises when the cache is not entered)."""
         if self.redis_settings is None:
             return False
         if not self._open:
@@ -420,9 +416,8 @@ class TieredCache(BaseCache[ValueT]):
         return not self.breaker.is_open or self.breaker.probe_due()
 
     async def _call(self, name: str, op: Op[T]) -> T:
-        """One Redis round trip under the breaker and the time limit, after the clears kept
-        so far (so nothing cleared here is read back). While the breaker is open, one caller
-        at a time probes once its open time is over."""
+        """A Redis call under the breaker (open: one caller probes once its time is over), after
+        the clears kept so far, so that nothing cleared here is read back."""
         probe = self.breaker.is_open
         if probe:
             if not self.breaker.probe_due() or self._probing:
@@ -437,11 +432,9 @@ class TieredCache(BaseCache[ValueT]):
                 self._probing = False
 
     async def _guarded(self, name: str, op: Op[T]) -> T:
-        assert self.redis_settings is not None
-        clear_all = name == "clear" and self._pending_all
-        limit_s = _CLEAR_ALL_LIMIT_S if clear_all else self.redis_settings.socket_timeout_s * 2
+        # no time limit of its own: each round trip has the runner's (twice socket_timeout_s)
         try:
-            result = await asyncio.wait_for(op(), limit_s)
+            result = await op()
         except _REDIS_ERRORS as exc:
             if self.breaker.failure():
                 log.warning("the node cache is in-process only, Redis fails: %s", describe(exc))
@@ -451,26 +444,37 @@ class TieredCache(BaseCache[ValueT]):
         self.breaker.success()
         return result
 
-    async def _get_redis(self, missing: Sequence[FullKey]) -> dict[FullKey, ValueT]:
-        by_space: dict[Namespace, list[str]] = {}
-        for ns, key in missing:
-            by_space.setdefault(tuple(ns), []).append(key)
-        with self._lock:
-            asks = [(ns, self._space(ns), keys) for ns, keys in by_space.items()]
-            stamps = [space.stamp for _, space, _ in asks]
-        script = self._scripts[0]
+    async def _send(self, compose: Callable[[str], list[Any]], scripts: bool = True) -> list[Any]:
+        """Calls composed for the runner's server (again once if it is another, as the saver)."""
+        send = self._runner.run if scripts else self._runner.commands
+        try:
+            return list(await send(compose(self._server), self._server))
+        except ServerChanged as exc:
+            self._server = exc.server_id
+        return list(await send(compose(self._server), self._server))
 
-        async def read() -> list[Any]:
-            calls = [script([s.gen_key], [s.base, *map(_digest, keys)]) for _, s, keys in asks]
-            return list(await asyncio.gather(*calls))
+    def _grouped(self, items: Iterable[tuple[Namespace, T]]) -> list[_Group[T]]:
+        """Items by namespace, with the namespace and its stamp as they are now."""
+        groups: dict[Namespace, list[T]] = {}
+        for ns, item in items:
+            groups.setdefault(tuple(ns), []).append(item)
+        with self._lock:
+            return [(ns, self._space(ns), self._space(ns).stamp, g) for ns, g in groups.items()]
+
+    async def _get_redis(self, missing: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        asks = self._grouped(missing)
+
+        def compose(server: str) -> list[Any]:
+            bases = [(self._base(space, server), keys) for _, space, _, keys in asks]
+            return [(GET, [b + "g"], [b, *map(_digest, keys)]) for b, keys in bases]
 
         try:
-            replies = await self._call("get", read)
+            replies = await self._call("get", functools.partial(self._send, compose))
         except _RedisUnavailable:
             return {}
         found: dict[FullKey, ValueT] = {}
         corrupt: list[str] = []
-        for (ns, space, keys), stamp, reply in zip(asks, stamps, replies, strict=True):
+        for (ns, space, stamp, keys), reply in zip(asks, replies, strict=True):
             gen = None if reply[0] is None else reply[0].decode()
             entries = []
             for key, raw, pttl in zip(keys, reply[1::2], reply[2::2], strict=True):
@@ -481,46 +485,42 @@ class TieredCache(BaseCache[ValueT]):
                     found[(ns, key)] = self.serde.loads_typed(typed)
                 except Exception as exc:
                     log.warning("dropping an undecodable node cache entry from Redis: %s", exc)
-                    corrupt.append(f"{space.base}{gen}:{_digest(key)}")
+                    corrupt.append(f"{self._base(space, self._server)}{gen}:{_digest(key)}")
                     continue
                 entries.append(_Entry(ns, key, typed, pttl / 1000 if pttl >= 0 else None))
             if (current := self._adopt(ns, gen, stamp)) is not None:
                 self._set_local(entries, {ns: current})
         if corrupt:
-            with contextlib.suppress(_RedisUnavailable):  # one DEL, split by slot on a Cluster
-                await self._call("drop", functools.partial(self._client.delete, *corrupt))
+            drop = functools.partial(self._send, lambda _: [("DEL", k) for k in corrupt], False)
+            with contextlib.suppress(_RedisUnavailable):
+                await self._call("drop", drop)
         return found
 
     async def _set_redis(self, entries: Sequence[_Entry]) -> None:
         assert self.redis_settings is not None
         default_ms = self.redis_settings.key_ttl_s * 1000
-        by_space: dict[Namespace, list[_Entry]] = {}
-        for e in entries:
-            by_space.setdefault(e.ns, []).append(e)
-        with self._lock:
-            spaces = {ns: self._space(ns) for ns in by_space}
-            stamps = {ns: space.stamp for ns, space in spaces.items()}
-        calls = []
-        for ns, group in by_space.items():
-            args: list[Any] = [spaces[ns].base, os.urandom(8).hex(), default_ms]
-            for e in group:
-                ttl_ms = default_ms if e.ttl_s is None else max(1, math.ceil(e.ttl_s * 1000))
-                args += [_digest(e.key), _pack(e.typed), ttl_ms]
-                args[2] = max(args[2], ttl_ms)
-            calls.append((spaces[ns].gen_key, args))
-        script = self._scripts[1]
+        groups = self._grouped((e.ns, e) for e in entries)
 
-        async def write() -> list[Any]:
-            return list(await asyncio.gather(*(script([key], args) for key, args in calls)))
+        def compose(server: str) -> list[Any]:
+            calls = []
+            for _, space, _, group in groups:
+                base = self._base(space, server)
+                args: list[Any] = [base, os.urandom(8).hex(), default_ms]
+                for e in group:
+                    ms = default_ms if e.ttl_s is None else max(1, math.ceil(e.ttl_s * 1000))
+                    args += [_digest(e.key), _pack(e.typed), ms]
+                    args[2] = max(args[2], ms)
+                calls.append((SET, [base + "g"], args))
+            return calls
 
         try:
-            gens = await self._call("set", write)
+            gens = await self._call("set", functools.partial(self._send, compose))
         except _RedisUnavailable:
-            self._set_local(entries, stamps)
+            self._set_local(entries, {ns: stamp for ns, _, stamp, _ in groups})
             return
-        for ns, gen in zip(by_space, gens, strict=True):
-            if (current := self._adopt(ns, gen.decode(), stamps[ns])) is not None:
-                self._set_local(by_space[ns], {ns: current})
+        for (ns, _, stamp, group), gen in zip(groups, gens, strict=True):
+            if (current := self._adopt(ns, gen.decode(), stamp)) is not None:
+                self._set_local(group, {ns: current})
 
     async def _flush_clears(self) -> None:
         """Apply the clears kept so far; when Redis fails they stay kept for the next call."""
@@ -528,58 +528,58 @@ class TieredCache(BaseCache[ValueT]):
             await self._call("clear", functools.partial(asyncio.sleep, 0))
 
     async def _apply_clears(self) -> None:
-        """Give each namespace cleared here a new Redis generation: its entries become
-        unreachable on every replica (and expire by their TTL). ``clear()`` of everything
-        does so for every namespace in Redis (each has a generation key once written)."""
+        """New Redis generations for the namespaces cleared here (for every namespace in Redis
+        after ``clear()``): their entries are unreachable everywhere and expire by TTL."""
+        assert self.redis_settings is not None
         with self._lock:
             pending, self._pending = self._pending, set()
             everything, self._pending_all = self._pending_all, False
             if everything:
                 pending = set(self._spaces)
-            gen_keys = {ns: self._space(ns).gen_key for ns in pending}
-        client = self._client
+            spaces = {ns: self._space(ns) for ns in pending}
+        fresh = {ns: os.urandom(8).hex() for ns in spaces}
+        ttl_ms = self.redis_settings.key_ttl_s * 1000  # as long as an entry may live (SET_LUA)
         try:
             found: list[str] = []
-            if everything:
-                pattern = f"{self.prefix}nc:{{*}}:g"  # a prefix has no glob characters
-                found = [k.decode() async for k in client.scan_iter(match=pattern, count=1000)]
-            fresh = {key: os.urandom(8).hex() for key in {*gen_keys.values(), *found}}
-            assert self.redis_settings is not None
-            ttl_ms = self.redis_settings.key_ttl_s * 1000  # as long as an entry (SET_LUA)
-            await asyncio.gather(*(client.set(k, g, px=ttl_ms) for k, g in fresh.items()))
+            if everything:  # keys of this server only: the others' are unreachable anyway
+                pattern = f"{self.prefix}nc:{{*}}:{self._server}:g"  # no glob chars in either
+                found = [k.decode() async for k in self._client.scan_iter(pattern, 1000)]
+
+            def compose(server: str) -> list[Any]:
+                mine = [(self._base(spaces[ns], server) + "g", g) for ns, g in fresh.items()]
+                rest = [(key, os.urandom(8).hex()) for key in found]
+                return [("SET", key, g, "PX", ttl_ms) for key, g in mine + rest]
+
+            await self._send(compose, scripts=False)
         except BaseException:
             with self._lock:  # kept for the next call
                 self._pending |= pending
                 self._pending_all = self._pending_all or everything
             raise
         with self._lock:
-            for ns, key in gen_keys.items():
-                self._space(ns).gen = fresh[key]
+            for ns, gen in fresh.items():
+                self._space(ns).gen = gen
             self._renew(pending)  # reads meanwhile may have filled L1 from the old generation
 
     async def _refresh_loop(self) -> None:
-        """Notice clears made by other replicas (compare generations with Redis's); also
-        applies the clears kept during an outage when no node asks for the cache."""
+        """Notice other replicas' clears (generations); apply clears kept during an outage."""
         while True:
             await asyncio.sleep(self.refresh_interval_s)
             with self._lock:
-                held = [(ns, s.gen_key, s.stamp) for ns, s in self._spaces.items()]
+                held = [(ns, space, space.stamp) for ns, space in self._spaces.items()]
                 idle = not held and not self._pending_all
             if idle or (self.breaker.is_open and not self.breaker.probe_due()):
                 continue
-            read = functools.partial(self._read_generations, [key for _, key, _ in held])
+
+            def compose(server: str, held: list[Any] = held) -> list[Any]:
+                return [("GET", self._base(space, server) + "g") for _, space, _ in held]
+
             try:
-                gens = await self._call("refresh", read)
+                gens = await self._call("refresh", functools.partial(self._send, compose, False))
             except _RedisUnavailable:
                 continue
             for (ns, _, stamp), gen in zip(held, gens, strict=True):
                 self._adopt(ns, None if gen is None else gen.decode(), stamp)
-
-    async def _read_generations(self, keys: list[str]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)  # one round trip (per node on a Cluster)
-        for key in keys:
-            pipe.get(key)
-        return list(await pipe.execute())
 
 
 def _digest(key: str) -> str:
