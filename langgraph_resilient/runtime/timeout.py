@@ -8,14 +8,33 @@ whatever it holds (a socket, a lock, memory). Anything it writes or streams afte
 is dropped (the middleware closes its send/stream/writer hooks), and its return value is
 discarded. Give blocking calls inside sync nodes their own timeouts (HTTP client timeouts, for
 instance) so abandoned threads finish; or make the node async, whose cancellation is real.
+
+Why a second thread, and what it costs. The calling thread cannot both run the node and walk
+away from it (Python cannot interrupt a running thread), so the node runs on a worker while
+the caller waits with a deadline. What a call costs is then two thread switches, and each is a
+sleep and a wake-up in the kernel, so the pool keeps them to the minimum:
+
+- workers are long-lived (one per concurrent attempt; an idle one is stopped once it has been
+  idle for 30 s and another call comes), and a call takes an idle one: no executor, no future;
+- the job is handed over by a write to the worker's pipe, made without the GIL, so the woken
+  worker can take the GIL at once instead of waking only to wait for it; the caller then waits
+  on one lock, which the worker releases before it goes back to sleep;
+- on Linux the caller pins the sleeping worker to the core the caller runs on (the caller is
+  about to sleep there). Otherwise the scheduler wakes the worker on an idle core, and a core's
+  wake-up from idle is the dearest part (tens of microseconds each way on a VM), and the
+  caller's own code then runs slower on a cold core. The worker restores its own affinity
+  before it runs the node, so node code and any thread it starts see the process's cores. If
+  pinning fails (a cpuset without that core) or the platform cannot pin, the pool stops trying.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import queue
+import ctypes
+import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -32,7 +51,8 @@ class Timeout:
     The limit applies per attempt (the retry policy, outside it, may start another one). For
     async nodes the attempt is cancelled. For sync nodes the attempt runs in a worker thread
     that is abandoned, not stopped, when time is up: see the module documentation. A sync node
-    under a ``Timeout`` pays one thread hand-off per call (tens of microseconds).
+    under a ``Timeout`` pays a hand-off to a worker thread and back per call (tens of
+    microseconds; see docs/middleware.md).
     """
 
     __slots__ = ("seconds",)
@@ -50,6 +70,23 @@ class AttemptExpired(Exception):
     """Internal: the worker thread did not finish in time (never escapes the middleware)."""
 
 
+_GO, _QUIT = b"g", b"q"
+
+
+def _current_cpu_function() -> Callable[[], int] | None:
+    """libc's ``sched_getcpu`` (the core the calling thread runs on), where the platform can
+    also pin a thread to a core; ``None`` elsewhere."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        getcpu = ctypes.CDLL(None, use_errno=True).sched_getcpu
+    except (OSError, AttributeError):
+        return None
+    getcpu.argtypes = ()
+    getcpu.restype = ctypes.c_int
+    return getcpu
+
+
 class _Job:
     __slots__ = ("args", "context", "done", "error", "fn", "result")
 
@@ -60,7 +97,7 @@ class _Job:
         self.args = args
         self.context = context
         self.done = threading.Lock()
-        self.done.acquire()
+        self.done.acquire()  # released by the worker once the result (or error) is set
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -69,66 +106,120 @@ class _Job:
             self.result = self.context.run(self.fn, *self.args)
         except BaseException as exc:
             self.error = exc
-        finally:
-            self.done.release()
 
 
 class _Worker:
-    __slots__ = ("jobs", "pool")
+    """One long-lived thread running one job at a time, woken through its pipe."""
+
+    __slots__ = ("cores", "cpu", "idle_since", "job", "native_id", "pool", "reader", "writer")
 
     def __init__(self, pool: _ThreadPool) -> None:
         self.pool = pool
-        self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        threading.Thread(target=self._loop, name="langgraph-resilient-timeout", daemon=True).start()
+        self.job: _Job | None = None
+        self.idle_since = 0.0
+        # The affinity the thread inherits from its creator (this thread), read here: the
+        # worker restores it before every job, so a node never runs pinned. ``cpu`` is the
+        # core a caller pinned the worker to for its next job, or -1.
+        self.cores = os.sched_getaffinity(0) if pool.follow_caller else None
+        self.cpu = -1
+        self.reader, self.writer = os.pipe()
+        thread = threading.Thread(
+            target=self._loop, name="langgraph-resilient-timeout", daemon=True
+        )
+        thread.start()
+        self.native_id = thread.native_id or 0
+
+    def hand(self, job: _Job) -> None:
+        """Give the (idle) worker a job. ``os.write`` releases the GIL around the system
+        call, so the worker, woken by it, runs at once rather than waiting for the GIL."""
+        self.job = job
+        os.write(self.writer, _GO)
 
     def _loop(self) -> None:
         pool = self.pool
-        while True:
-            try:
-                job = self.jobs.get(timeout=pool.idle_s)
-            except queue.Empty:
-                with pool.lock:
-                    if self in pool.idle:
-                        pool.idle.remove(self)
-                        return
-                continue  # taken from the idle list just now: a job is on its way
+        while os.read(self.reader, 1) == _GO:
+            job = self.job
+            self.job = None
+            if self.cpu >= 0 and self.cores is not None:
+                self.cpu = -1
+                try:
+                    os.sched_setaffinity(0, self.cores)
+                except OSError:
+                    pool.follow_caller = False
+            assert job is not None
             job.run()
-            del job
+            # back on the idle list before the caller wakes, and asleep right after
+            self.idle_since = time.monotonic()
             with pool.lock:
                 pool.idle.append(self)
+            job.done.release()
+            del job
+        os.close(self.reader)
+        os.close(self.writer)
 
 
 class _ThreadPool:
     """Elastic worker threads for sync attempts under a timeout.
 
     Unlike a fixed-size executor it never queues a job behind abandoned (stuck) threads: when
-    no worker is idle it starts another one. Idle workers exit after ``idle_s``.
+    no worker is idle it starts another one. A worker idle for ``idle_s`` is stopped by the
+    next call. ``follow_caller``: pin the worker to the caller's core for the hand-off (module
+    docs); ``None`` means where the platform allows it.
     """
 
-    def __init__(self, idle_s: float = 30.0) -> None:
+    def __init__(self, idle_s: float = 30.0, follow_caller: bool | None = None) -> None:
         self.idle_s = idle_s
         self.lock = threading.Lock()
         self.idle: list[_Worker] = []
+        """Idle workers, the longest idle first; calls take the last one."""
+        self._current_cpu = _current_cpu_function()
+        self.follow_caller = self._current_cpu is not None and follow_caller is not False
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> Any:
         """Run ``fn(*args)`` on a worker in a copy of this context; raise
         :class:`AttemptExpired` if it has not returned within ``timeout_s``."""
         job = _Job(fn, args, contextvars.copy_context())
+        stale = None
         with self.lock:
-            worker = self.idle.pop() if self.idle else None
+            idle = self.idle
+            worker = idle.pop() if idle else None
+            if idle and time.monotonic() - idle[0].idle_since > self.idle_s:
+                stale = idle.pop(0)
+        if stale is not None:
+            os.write(stale.writer, _QUIT)
         if worker is None:
             worker = _Worker(self)
-        worker.jobs.put(job)
+        if self.follow_caller:
+            self._pin(worker)
+        worker.hand(job)
         if not job.done.acquire(timeout=timeout_s):
             raise AttemptExpired
         if job.error is not None:
             error = job.error
-            job.error = None
+            job.error = None  # no reference cycle through the traceback
             raise error
         return job.result
 
+    def _pin(self, worker: _Worker) -> None:
+        """Pin the (sleeping) worker to the caller's core until it starts the job."""
+        assert self._current_cpu is not None
+        cpu = self._current_cpu()
+        try:
+            os.sched_setaffinity(worker.native_id, (cpu,))
+        except OSError:  # a core this process may not use now (cpuset change, hotplug)
+            self.follow_caller = False
+            return
+        worker.cpu = cpu
+
+    def forget(self) -> None:
+        """After ``fork()``: the child has none of the parent's worker threads."""
+        self.lock = threading.Lock()
+        self.idle = []
+
 
 THREADS = _ThreadPool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=THREADS.forget)
 
 
 # ---------------------------------------------------------------------- async deadlines
