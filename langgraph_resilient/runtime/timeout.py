@@ -19,17 +19,25 @@ sleep and a wake-up in the kernel, so the pool keeps them to the minimum:
 - the job is handed over by a write to the worker's pipe, made without the GIL, so the woken
   worker can take the GIL at once instead of waking only to wait for it; the caller then waits
   on one lock, which the worker releases before it goes back to sleep;
-- on Linux the caller pins the sleeping worker to the core the caller runs on (the caller is
-  about to sleep there). Otherwise the scheduler wakes the worker on an idle core, and a core's
-  wake-up from idle is the dearest part (tens of microseconds each way on a VM), and the
-  caller's own code then runs slower on a cold core. The worker restores its own affinity
-  before it runs the node, so node code and any thread it starts see the process's cores. If
-  pinning fails (a cpuset without that core) or the platform cannot pin, the pool stops trying.
+- on Linux the worker is pinned to the core its caller runs on (the caller is about to sleep
+  there), and stays pinned while calls come from that core: no system call per call.
+  Otherwise the scheduler wakes the worker on an idle core, a core's wake-up from idle is the
+  dearest part (tens of microseconds each way on a VM), and the caller's code then runs
+  slower on a cold core; unpinning the worker for every node (and pinning it again) cost
+  about 20 us per call, measured, as the scheduler then moves the two threads around.
+
+What the pinning means for node code: a sync node under a ``Timeout`` runs on its caller's
+core for its first half millisecond (``_PINNED_FOR_S``); a node that runs longer is given the
+process's cores back then (one system call), and so are the threads it starts from then on. A
+thread started in that first half millisecond keeps the single core (if it does CPU work
+without the GIL, start it elsewhere, or leave ``Timeout`` out of that node). If pinning fails
+(a cpuset without that core) or the platform cannot pin, the pool never pins.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import ctypes
 import os
@@ -71,6 +79,8 @@ class AttemptExpired(Exception):
 
 
 _GO, _QUIT = b"g", b"q"
+_PINNED_FOR_S = 0.0005
+"""A node pinned to its caller's core is given the process's cores after this long."""
 
 
 def _current_cpu_function() -> Callable[[], int] | None:
@@ -111,15 +121,18 @@ class _Job:
 class _Worker:
     """One long-lived thread running one job at a time, woken through its pipe."""
 
-    __slots__ = ("cores", "cpu", "idle_since", "job", "native_id", "pool", "reader", "writer")
+    __slots__ = (
+        "cores", "cpu", "current", "idle_since", "job", "native_id", "pool", "reader", "writer",
+    )  # fmt: skip
 
     def __init__(self, pool: _ThreadPool) -> None:
         self.pool = pool
         self.job: _Job | None = None
+        self.current: _Job | None = None  # the job it runs now
         self.idle_since = 0.0
-        # The affinity the thread inherits from its creator (this thread), read here: the
-        # worker restores it before every job, so a node never runs pinned. ``cpu`` is the
-        # core a caller pinned the worker to for its next job, or -1.
+        # The affinity the thread inherits from its creator (this thread), read here: it is
+        # given back to a node that runs longer than _PINNED_FOR_S. ``cpu``: the core the
+        # worker is pinned to, or -1.
         self.cores = os.sched_getaffinity(0) if pool.follow_caller else None
         self.cpu = -1
         self.reader, self.writer = os.pipe()
@@ -138,16 +151,11 @@ class _Worker:
     def _loop(self) -> None:
         pool = self.pool
         while os.read(self.reader, 1) == _GO:
-            job = self.job
+            job = self.current = self.job
             self.job = None
-            if self.cpu >= 0 and self.cores is not None:
-                self.cpu = -1
-                try:
-                    os.sched_setaffinity(0, self.cores)
-                except OSError:
-                    pool.follow_caller = False
             assert job is not None
             job.run()
+            self.current = None
             # back on the idle list before the caller wakes, and asleep right after
             self.idle_since = time.monotonic()
             with pool.lock:
@@ -190,9 +198,16 @@ class _ThreadPool:
         if worker is None:
             worker = _Worker(self)
         if self.follow_caller:
-            self._pin(worker)
+            self._follow(worker)
         worker.hand(job)
-        if not job.done.acquire(timeout=timeout_s):
+        done = job.done
+        if worker.cpu < 0 or timeout_s <= _PINNED_FOR_S:
+            finished = done.acquire(timeout=timeout_s)
+        elif not (finished := done.acquire(timeout=_PINNED_FOR_S)):
+            self._release(worker, job)
+            finished = done.acquire(timeout=timeout_s - _PINNED_FOR_S)
+        if not finished:
+            self._release(worker, job)  # abandoned: it runs on with the process's cores
             raise AttemptExpired
         if job.error is not None:
             error = job.error
@@ -200,16 +215,27 @@ class _ThreadPool:
             raise error
         return job.result
 
-    def _pin(self, worker: _Worker) -> None:
-        """Pin the (sleeping) worker to the caller's core until it starts the job."""
+    def _follow(self, worker: _Worker) -> None:
+        """Pin the (sleeping) worker to the caller's core, unless it is pinned there."""
         assert self._current_cpu is not None
         cpu = self._current_cpu()
+        if worker.cpu == cpu:
+            return
         try:
             os.sched_setaffinity(worker.native_id, (cpu,))
         except OSError:  # a core this process may not use now (cpuset change, hotplug)
             self.follow_caller = False
             return
         worker.cpu = cpu
+
+    def _release(self, worker: _Worker, job: _Job) -> None:
+        """Give the worker running ``job`` its own cores back (it has run for a while)."""
+        with self.lock:  # meanwhile the worker cannot go idle and be pinned by another call
+            if worker.current is not job or worker.cpu < 0 or worker.cores is None:
+                return
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(worker.native_id, worker.cores)
+            worker.cpu = -1
 
     def forget(self) -> None:
         """After ``fork()``: the child has none of the parent's worker threads."""

@@ -1,6 +1,7 @@
 """The worker threads behind a sync ``Timeout``: reused, never queued behind a stuck one,
-stopped when idle, pinned to the caller's core only for the hand-off (node code runs with the
-process's cores, and so do the threads it starts), and usable again in a forked child."""
+stopped when idle, pinned to the caller's core only for a node's first half millisecond (a
+longer node, the threads it starts then, and an abandoned one run with the process's cores),
+and usable again in a forked child."""
 
 from __future__ import annotations
 
@@ -54,20 +55,46 @@ def test_idle_workers_are_stopped_by_the_next_call() -> None:
 
 
 @pinning
-def test_node_code_and_its_threads_run_with_the_process_cores() -> None:
+def test_a_node_gets_the_process_cores_after_its_first_half_millisecond() -> None:
     cores = os.sched_getaffinity(0)
     seen: dict[str, set[int]] = {}
 
-    def node() -> None:
-        seen["node"] = os.sched_getaffinity(0)
+    def quick() -> None:
+        seen["quick"] = os.sched_getaffinity(0)
+
+    def slow() -> None:
+        time.sleep(0.01)  # longer than _PINNED_FOR_S
+        seen["slow"] = os.sched_getaffinity(0)
         child = threading.Thread(target=lambda: seen.update(child=os.sched_getaffinity(0)))
         child.start()
         child.join(5)
 
-    guarded = ResiliencePolicy(timeout=Timeout(5)).guard(node)
+    policy = ResiliencePolicy(timeout=Timeout(5))
     for _ in range(3):
-        guarded()
-        assert seen == {"node": cores, "child": cores}
+        policy.guard(quick)()
+        assert len(seen["quick"]) == 1 and seen["quick"] <= cores, "on the caller's core"
+        policy.guard(slow)()
+        assert seen["slow"] == cores and seen["child"] == cores
+
+
+@pinning
+def test_an_abandoned_worker_runs_on_with_the_process_cores() -> None:
+    cores = os.sched_getaffinity(0)
+    release = threading.Event()
+    seen: list[set[int]] = []
+
+    def stuck() -> None:
+        release.wait(5)
+        seen.append(os.sched_getaffinity(0))
+
+    pool = _ThreadPool()
+    with pytest.raises(AttemptExpired):
+        pool.run(stuck, (), 0.0002)  # expires before _PINNED_FOR_S
+    release.set()
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [cores]
 
 
 def test_without_pinning_the_pool_works_the_same() -> None:
@@ -91,3 +118,18 @@ def test_a_forked_child_gets_workers_of_its_own() -> None:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the child's call ran (2: it timed out)"
+
+
+def test_concurrent_callers_each_get_their_own_result() -> None:
+    guarded = ResiliencePolicy(timeout=Timeout(5)).guard(lambda i: (i, threading.get_ident()))
+    results: dict[int, list[int]] = {}
+
+    def caller(n: int) -> None:
+        results[n] = [guarded(n * 1000 + i)[0] for i in range(200)]
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == {n: [n * 1000 + i for i in range(200)] for n in range(8)}
