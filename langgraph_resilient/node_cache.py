@@ -5,20 +5,18 @@ a ``cache_policy``, and ``cache.set`` in the background after it ran. Here that 
 
 - L1, the saver's ``LocalCache`` (LRU, bounded in bytes), holding the serde's bytes, so a hit
   deserializes a fresh copy as LangGraph's ``InMemoryCache`` does;
-- L2, Redis (optional), shared by every replica. A namespace's keys, ``{prefix}nc:{<namespace
-  digest>}:<server run_id>:``, share a hash tag (one Cluster slot, one script per namespace)
-  and name the server, so a restarted or failed-over Redis is an empty cache, as for the saver.
-  Names are digests and values the serde's bytes: an ``EncryptedSerializer`` leaves no
-  plaintext. Entries live under the namespace's generation (``...:g``, a random token), so a
-  ``clear`` is one ``SET`` per namespace; old entries expire by their TTL.
+- L2, Redis (optional), shared by every replica. A namespace's keys (``{prefix}nc:{<digest>}:
+  <server run_id>:``) share a hash tag (one Cluster slot, one script) and name the server, so
+  a restarted or failed-over Redis is an empty cache, as for the saver. Names are digests,
+  values the serde's bytes. Entries live under the namespace's generation (``...:g``, a random
+  token): a ``clear`` is one ``SET`` per namespace; old entries expire by their TTL.
 
 TTLs hold on both levels (an entry copied into L1 keeps the time Redis had left it). Redis is
 never a dependency: each round trip has a time limit and feeds the saver's ``TierBreaker``;
 while it is open the cache is L1 alone (clears are kept for later) and no node fails for Redis.
 Other replicas' clears reach L1 within ``refresh_interval_s``; undecodable Redis values are
 deleted. Sync and async share one implementation: L1 is used from any thread under a lock,
-and what talks to Redis is a coroutine on the home loop of the saver's ``LoopBridge``.
-"""
+what talks to Redis is a coroutine on the home loop of the saver's ``LoopBridge``."""
 
 from __future__ import annotations
 
@@ -150,8 +148,7 @@ class TieredCache(BaseCache[ValueT]):
         max_bytes: bound of the in-process level (serialized bytes plus about 200 bytes per
             entry); ``0`` disables it.
         serde: serializer of the values; default LangGraph's ``JsonPlusSerializer``, as for
-            ``ResilientSaver``. Give it the saver's (an ``EncryptedSerializer``, say) to cache
-            under the same rules as the checkpoints.
+            ``ResilientSaver``; the saver's (an ``EncryptedSerializer``) caches under its rules.
         prefix: prefix of the Redis keys, as for the saver (lowercase letters, digits, ``_``).
     """
 
@@ -198,12 +195,11 @@ class TieredCache(BaseCache[ValueT]):
         refresh_interval_s: float = 1.0,
         redis_required: bool = False,
     ) -> TieredCache[Any]:
-        """A cache over Redis at ``redis_url`` (``redis://``, ``rediss://``, ``redis+sentinel://``,
-        ``redis+cluster://``, as for the saver), or in-process only. ``socket_timeout_s``: a
-        round trip longer than twice this is a failure; ``key_ttl_s``: Redis expiry of entries
-        cached with ``ttl=None``; ``refresh_interval_s``: bounds how long another replica's
-        ``clear`` takes to reach this one's L1; ``redis_required``: fail on enter when Redis is
-        unreachable (else start without it and use it once it answers)."""
+        """A cache over Redis at ``redis_url`` (any URL the saver takes), or in-process only.
+        ``socket_timeout_s``: a round trip longer than twice this is a failure; ``key_ttl_s``:
+        Redis expiry of entries cached with ``ttl=None``; ``refresh_interval_s``: bounds how
+        long another replica's ``clear`` takes to reach this one's L1; ``redis_required``: fail
+        on enter when Redis is unreachable (else start without it, use it once it answers)."""
         cache: TieredCache[Any] = cls(max_bytes=max_bytes, serde=serde, prefix=prefix)
         if not refresh_interval_s > 0:
             raise ConfigurationError(f"refresh_interval_s must be > 0, got {refresh_interval_s}")
@@ -340,8 +336,14 @@ class TieredCache(BaseCache[ValueT]):
                     missing.append(full)
                 else:
                     held.append((full, entry[0]))
-        loads = self.serde.loads_typed  # outside the lock: deserializing may take a while
-        return {full: loads(typed) for full, typed in held}, missing
+        found: dict[FullKey, ValueT] = {}
+        for full, typed in held:  # outside the lock: deserializing may take a while
+            try:
+                found[full] = self.serde.loads_typed(typed)
+            except Exception as exc:  # a serde that refuses what it wrote (an allowlist)
+                log.warning("a node cache entry does not load, treated as a miss: %s", exc)
+                missing.append(full)
+        return found, missing
 
     def _set_local(
         self, entries: Iterable[_Entry], stamps: Mapping[Namespace, Stamp] | None = None
@@ -388,10 +390,8 @@ class TieredCache(BaseCache[ValueT]):
         entries = []
         for full, (value, ttl) in pairs.items():
             if ttl is not None and not (type(ttl) in (int, float) and ttl > 0):
-                raise ConfigurationError(
-                    f"a cache TTL must be a positive number of seconds or None, got {ttl!r} "
-                    f"for {full!r}; nothing was cached"
-                )
+                why = f"got {ttl!r} for {full!r}; nothing was cached"
+                raise ConfigurationError(f"a cache TTL must be a positive number or None, {why}")
             try:
                 typed = self.serde.dumps_typed(value)
             except Exception as exc:
@@ -534,9 +534,7 @@ class TieredCache(BaseCache[ValueT]):
         with self._lock:
             pending, self._pending = self._pending, set()
             everything, self._pending_all = self._pending_all, False
-            if everything:
-                pending = set(self._spaces)
-            spaces = {ns: self._space(ns) for ns in pending}
+            spaces = {ns: self._space(ns) for ns in (self._spaces if everything else pending)}
         fresh = {ns: os.urandom(8).hex() for ns in spaces}
         ttl_ms = self.redis_settings.key_ttl_s * 1000  # as long as an entry may live (SET_LUA)
         try:
@@ -559,7 +557,7 @@ class TieredCache(BaseCache[ValueT]):
         with self._lock:
             for ns, gen in fresh.items():
                 self._space(ns).gen = gen
-            self._renew(pending)  # reads meanwhile may have filled L1 from the old generation
+            self._renew(spaces)  # reads meanwhile may have filled L1 from the old generation
 
     async def _refresh_loop(self) -> None:
         """Notice other replicas' clears (generations); apply clears kept during an outage."""
@@ -577,6 +575,9 @@ class TieredCache(BaseCache[ValueT]):
             try:
                 gens = await self._call("refresh", functools.partial(self._send, compose, False))
             except _RedisUnavailable:
+                continue
+            except Exception:  # keep refreshing: this loop is what brings other clears here
+                log.exception("refreshing the node cache's generations failed")
                 continue
             for (ns, _, stamp), gen in zip(held, gens, strict=True):
                 self._adopt(ns, None if gen is None else gen.decode(), stamp)

@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 import pytest
 import redis
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import START, StateGraph
 from langgraph.types import CachePolicy
 
@@ -300,3 +301,25 @@ def test_on_redis_cluster(cluster: RedisClusterServers, make_tiered: CacheFactor
     a.clear()
     cold = make_tiered(url, max_bytes=0)
     assert cold.get([(ns, "k") for ns in namespaces]) == {}, "clear() scanned every node"
+
+
+class RefusesOnLoad(JsonPlusSerializer):
+    """A serde that writes every value but refuses to read some back (as a strict allowlist
+    that raises would)."""
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        value = super().loads_typed(data)
+        if "REFUSED" in repr(value):  # the answer of the question "refused"
+            raise ValueError("refused by the allowlist")
+        return value
+
+
+@pytest.mark.parametrize("level", ["in-process", "redis"])
+def test_an_entry_the_serde_will_not_read_is_a_miss(level: str, make_tiered: CacheFactory) -> None:
+    cache = make_tiered(serde=RefusesOnLoad(), max_bytes=0 if level == "redis" else 1 << 20)
+    calls: list[str] = []
+    graph = _graph(cache, calls)
+    for _ in range(2):
+        assert graph.invoke({"question": "refused"})["answer"] == "REFUSED"
+        assert graph.invoke({"question": "fine"})["answer"] == "FINE"
+    assert calls == ["refused", "fine", "refused"], "the refused entry ran the node again"
