@@ -191,7 +191,9 @@ def measure_gets(caches: dict[str, Any], rounds: int, calls: int) -> dict[str, f
 
 def run_section(redis_url: str | None, *, quick: bool = False, rounds: int | None = None,
                 invocations: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Measure every cache; the result is what :func:`render_markdown` formats."""
+    """Measure every cache; the result is what :func:`render_markdown` formats. Blocking, and
+    it runs event loops of its own: from async code, ``await asyncio.to_thread(run_section,
+    ...)``."""
     rounds = rounds or (3 if quick else 15)
     invocations = invocations or (30 if quick else 200)
     with tempfile.TemporaryDirectory(prefix="bench-node-cache-") as tmp:
