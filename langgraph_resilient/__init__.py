@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from langgraph_resilient.checkpoint import ResilientSaver
     from langgraph_resilient.checkpoint.lease import Lease
+    from langgraph_resilient.node_cache import TieredCache
     from langgraph_resilient.errors import (
         BulkheadFullError,
         CircuitOpenError,
@@ -63,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     # name -> the module it is defined in (or re-exported from)
     "ResilientSaver": "langgraph_resilient.checkpoint",
     "Lease": "langgraph_resilient.checkpoint.lease",
+    "TieredCache": "langgraph_resilient.node_cache",
     "BulkheadFullError": _ERRORS,
     "CircuitOpenError": _ERRORS,
     "ConfigurationError": _ERRORS,
@@ -133,6 +135,7 @@ __all__ = [
     "StaleLeaseError",
     "SyncCallOnEventLoopError",
     "TierUnavailableError",
+    "TieredCache",
     "Timeout",
     "is_transient",
     "with_resilience",

@@ -4,6 +4,7 @@ continues the stored thread (embedded default and Postgres)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -20,6 +21,7 @@ from tests.conftest import (
     drop_prefixed_tables,
     unique_prefix,
 )
+from tests.server.conftest import ServeProcess
 from tests.servers import PostgresServer, RedisServer, running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +101,7 @@ def test_examples_run(script: str, backend: str, tmp_path: Path) -> None:
 
 README_PG = "postgresql://app:secret@db:5432/app?sslmode=require"
 README_REDIS = "redis://cache:6379/0"
+README_SERVER = "http://127.0.0.1:8123"
 SNIPPET_PRELUDE = """\
 import operator
 from typing import Annotated, TypedDict
@@ -151,18 +154,26 @@ def test_readme_quick_start_snippets_run_as_written(
         README_REDIS, readme_servers[1]
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LANGGRAPH_RESILIENT_")}
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with contextlib.ExitStack() as stack:
+        if README_SERVER in snippet:
+            # The client snippet of "serving graphs" talks to the server its bash block starts.
+            server = ServeProcess(
+                "--sqlite-path", str(tmp_path / "served.db"), log=tmp_path / "serve.log"
+            )
+            stack.callback(server.stop)
+            program = program.replace(README_SERVER, server.start().url)
+        result = subprocess.run(
+            [sys.executable, "-c", program],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert result.returncode == 0, f"{snippet}\n{result.stdout}\n{result.stderr}"
 
 
 def test_readme_has_the_quick_start_snippets() -> None:
     snippets = quick_start_snippets()
-    assert len(snippets) == 4
+    assert len(snippets) == 6
     assert "lock_thread" in snippets[0] and "asyncio.run(main())" in snippets[0]
