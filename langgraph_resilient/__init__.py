@@ -17,7 +17,6 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from langgraph_resilient.checkpoint import ResilientSaver
     from langgraph_resilient.checkpoint.lease import Lease
-    from langgraph_resilient.node_cache import TieredCache
     from langgraph_resilient.errors import (
         BulkheadFullError,
         CircuitOpenError,
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
         SyncCallOnEventLoopError,
         TierUnavailableError,
     )
+    from langgraph_resilient.node_cache import TieredCache
     from langgraph_resilient.runtime import (
         Bulkhead,
         CircuitBreaker,

@@ -42,7 +42,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from langgraph_resilient.checkpoint.bridge import LoopBridge
 from langgraph_resilient.checkpoint.cache import LocalCache
-from langgraph_resilient.checkpoint.redis_conn import RedisSettings, connect, describe
+from langgraph_resilient.checkpoint.redis_conn import RedisSettings, connect
 from langgraph_resilient.checkpoint.redis_tier import TierBreaker
 from langgraph_resilient.checkpoint.redis_wire import LuaScript, ServerChanged, script_runner
 from langgraph_resilient.checkpoint.settings import SaverSettings, redact
@@ -51,6 +51,7 @@ from langgraph_resilient.errors import (
     SaverClosedError,
     SerializationError,
     TierUnavailableError,
+    describe_error,
 )
 
 __all__ = ["TieredCache"]
@@ -250,7 +251,7 @@ class TieredCache(BaseCache[ValueT]):
         try:
             self._server = await asyncio.wait_for(runner.identify(), settings.connect_timeout_s * 2)
         except _REDIS_ERRORS as exc:
-            why = f"cannot connect to {redact(settings.url)}: {describe(exc)}"
+            why = f"cannot connect to {redact(settings.url)}: {describe_error(exc)}"
             if self.redis_required:
                 await runner.close()
                 await client.aclose()
@@ -437,8 +438,10 @@ class TieredCache(BaseCache[ValueT]):
             result = await op()
         except _REDIS_ERRORS as exc:
             if self.breaker.failure():
-                log.warning("the node cache is in-process only, Redis fails: %s", describe(exc))
-            raise _RedisUnavailable(f"{name}: {describe(exc)}") from exc
+                log.warning(
+                    "the node cache is in-process only, Redis fails: %s", describe_error(exc)
+                )
+            raise _RedisUnavailable(f"{name}: {describe_error(exc)}") from exc
         if self.breaker.is_open:
             log.warning("Redis is back; the node cache uses it again")
         self.breaker.success()
