@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -92,3 +93,28 @@ def test_spans_are_recorded_once_an_sdk_is_configured(tmp_path: Path) -> None:
         check=True,
     )
     assert "('checkpoint.get_tuple', 'sqlite')" in out.stdout, out.stdout + out.stderr
+
+
+async def test_lease_metrics_count_acquisitions_contention_and_timeouts(tmp_path: Path) -> None:
+    from langgraph_resilient import LockTimeoutError
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (
+        sample("langgraph_lease_acquisitions_total", contended="false"),
+        sample("langgraph_lease_timeouts_total"),
+        sample("langgraph_lease_wait_seconds_count"),
+    )
+    path = str(tmp_path / "s.db")
+    async with (
+        ResilientSaver.from_urls(sqlite_path=path) as one,
+        ResilientSaver.from_urls(sqlite_path=path) as two,
+        one.lock_thread("t", ttl_s=5.0),
+    ):
+        with pytest.raises(LockTimeoutError):
+            async with two.lock_thread("t", wait_s=0.05):
+                pass
+    assert sample("langgraph_lease_acquisitions_total", contended="false") == before[0] + 1
+    assert sample("langgraph_lease_timeouts_total") == before[1] + 1
+    assert sample("langgraph_lease_wait_seconds_count") == before[2] + 2

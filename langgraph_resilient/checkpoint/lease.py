@@ -55,6 +55,7 @@ from langgraph_resilient.errors import (
     TierUnavailableError,
     describe_error,
 )
+from langgraph_resilient.observability import metrics
 
 if TYPE_CHECKING:
     from langgraph_resilient.checkpoint.redis_tier import RedisTier
@@ -240,6 +241,7 @@ def add_lease_hook(callback: LeaseHook) -> Callable[[], None]:
 
 
 def _emit(kind: str, thread_id: str, epoch: int | None, backend: str | None, **detail: Any) -> None:
+    _count(kind, detail)
     hooks = tuple(_hooks)
     if not hooks:
         return
@@ -249,6 +251,21 @@ def _emit(kind: str, thread_id: str, epoch: int | None, backend: str | None, **d
             hook(event)
         except Exception:
             log.exception("lease hook %r failed", hook)
+
+
+def _count(kind: str, detail: dict[str, Any]) -> None:
+    """The lease's Prometheus metrics (``langgraph_lease_*``)."""
+    if kind == "acquired":
+        contended = "true" if detail.get("attempts", 1) > 1 else "false"
+        metrics.LEASE_ACQUISITIONS.labels(contended).inc()
+        metrics.LEASE_WAIT_SECONDS.observe(detail.get("waited_s", 0.0))
+    elif kind == "lost":
+        metrics.LEASE_LOST.inc()
+    elif kind == "failover":
+        metrics.LEASE_FAILOVERS.inc()
+    elif kind == "timeout":
+        metrics.LEASE_TIMEOUTS.inc()
+        metrics.LEASE_WAIT_SECONDS.observe(detail.get("waited_s", 0.0))
 
 
 # ---------------------------------------------------------------------------------- Lease

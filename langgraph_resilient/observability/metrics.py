@@ -53,6 +53,29 @@ CHECKPOINT_BATCH_SIZE = Histogram(
     "Writes (puts and put_writes) committed together by one group-commit flush.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+LEASE_ACQUISITIONS = Counter(
+    "langgraph_lease_acquisitions_total",
+    "Thread leases taken, by whether the taker had to wait for another holder (contended).",
+    ["contended"],
+)
+LEASE_WAIT_SECONDS = Histogram(
+    "langgraph_lease_wait_seconds",
+    "Time lock_thread waited before it held the lease (or gave up).",
+    buckets=_LATENCY_BUCKETS,
+)
+LEASE_LOST = Counter(
+    "langgraph_lease_lost_total",
+    "Leases their holder learned it had lost (it stalled past ttl_s, or another worker took "
+    "over): each is a worker whose later writes are refused.",
+)
+LEASE_FAILOVERS = Counter(
+    "langgraph_lease_failovers_total",
+    "Leases moved to (or taken in) the durable store because Redis was unavailable.",
+)
+LEASE_TIMEOUTS = Counter(
+    "langgraph_lease_timeouts_total",
+    "lock_thread calls that gave up after wait_s (LockTimeoutError).",
+)
 
 
 class timed_op:  # lower case: used like a function, `with timed_op(op, tier):`
