@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from langgraph_resilient.checkpoint import ResilientSaver
-    from langgraph_resilient.checkpoint.lease import Lease
+    from langgraph_resilient.checkpoint.lease.exclusive import ExclusiveGraph
+    from langgraph_resilient.checkpoint.lease.lease import Lease
     from langgraph_resilient.errors import (
         BulkheadFullError,
         CircuitOpenError,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         TierUnavailableError,
     )
     from langgraph_resilient.node_cache import TieredCache
+    from langgraph_resilient.observability.metrics import install_node_metrics
     from langgraph_resilient.runtime import (
         Bulkhead,
         CircuitBreaker,
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
         is_transient,
         with_resilience,
     )
+    from langgraph_resilient.server import create_app
 
 _ERRORS = "langgraph_resilient.errors"
 _RUNTIME = "langgraph_resilient.runtime"
@@ -63,8 +66,11 @@ _RUNTIME = "langgraph_resilient.runtime"
 _EXPORTS: dict[str, str] = {
     # name -> the module it is defined in (or re-exported from)
     "ResilientSaver": "langgraph_resilient.checkpoint",
-    "Lease": "langgraph_resilient.checkpoint.lease",
+    "Lease": "langgraph_resilient.checkpoint.lease.lease",
+    "ExclusiveGraph": "langgraph_resilient.checkpoint.lease.exclusive",
     "TieredCache": "langgraph_resilient.node_cache",
+    "install_node_metrics": "langgraph_resilient.observability.metrics",
+    "create_app": "langgraph_resilient.server",
     "BulkheadFullError": _ERRORS,
     "CircuitOpenError": _ERRORS,
     "ConfigurationError": _ERRORS,
@@ -112,6 +118,7 @@ __all__ = [
     "DurableWriteError",
     "EventBus",
     "EventKind",
+    "ExclusiveGraph",
     "Fallback",
     "FeatureDisabledError",
     "ForkedHistoryError",
@@ -137,6 +144,8 @@ __all__ = [
     "TierUnavailableError",
     "TieredCache",
     "Timeout",
+    "create_app",
+    "install_node_metrics",
     "is_transient",
     "with_resilience",
 ]

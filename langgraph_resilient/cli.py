@@ -68,7 +68,7 @@ class Connection:
 
     def describe(self) -> str:
         """The tiers, as the ``durable tier:`` line prints them (passwords masked)."""
-        from langgraph_resilient.checkpoint.settings import redact
+        from langgraph_resilient._urls import redact
 
         if self.postgres_url is not None:
             where = f"postgres {redact(self.postgres_url)}"

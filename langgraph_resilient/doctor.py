@@ -44,17 +44,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from langgraph_resilient.checkpoint import ResilientSaver, redis_conn
-from langgraph_resilient.checkpoint.postgres import PostgresStore
-from langgraph_resilient.checkpoint.redis_conn import RedisSettings
-from langgraph_resilient.checkpoint.schema import SCHEMA_VERSION
-from langgraph_resilient.checkpoint.settings import (
-    POSTGRES_URL_EXAMPLE,
-    redact,
-    split_url,
-    url_hosts,
+from langgraph_resilient._redis import client as redis_conn
+from langgraph_resilient._redis.client import RedisSettings
+from langgraph_resilient._urls import redact, split_url, url_hosts
+from langgraph_resilient.checkpoint import ResilientSaver
+from langgraph_resilient.checkpoint.durable.postgres import PostgresStore
+from langgraph_resilient.checkpoint.durable.schema import SCHEMA_VERSION
+from langgraph_resilient.checkpoint.durable.sqlite.schema import (
+    READ_VERSION_SQL as SQLITE_READ_VERSION_SQL,
 )
-from langgraph_resilient.checkpoint.sqlite import READ_VERSION_SQL as SQLITE_READ_VERSION_SQL
+from langgraph_resilient.checkpoint.settings import POSTGRES_URL_EXAMPLE
 from langgraph_resilient.errors import ConfigurationError, ResilientError, describe_error
 
 T = TypeVar("T")

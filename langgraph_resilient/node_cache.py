@@ -40,12 +40,13 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from redis.exceptions import RedisClusterException, RedisError
 
-from langgraph_resilient.checkpoint.bridge import LoopBridge
-from langgraph_resilient.checkpoint.cache import LocalCache
-from langgraph_resilient.checkpoint.redis_conn import RedisSettings, connect
-from langgraph_resilient.checkpoint.redis_tier import TierBreaker
-from langgraph_resilient.checkpoint.redis_wire import LuaScript, ServerChanged, script_runner
-from langgraph_resilient.checkpoint.settings import SaverSettings, redact
+from langgraph_resilient._bridge import LoopBridge
+from langgraph_resilient._local_cache import LocalCache
+from langgraph_resilient._redis.breaker import TierBreaker
+from langgraph_resilient._redis.client import RedisSettings, connect
+from langgraph_resilient._redis.wire import LuaScript, ServerChanged, script_runner
+from langgraph_resilient._urls import redact
+from langgraph_resilient.checkpoint.settings import SaverSettings
 from langgraph_resilient.errors import (
     ConfigurationError,
     SaverClosedError,

@@ -21,7 +21,7 @@ def _value(name: str, labels: dict[str, str], registry: CollectorRegistry = REGI
 
 async def test_saver_operations_and_cache_reads_are_counted(make_saver: SaverFactory) -> None:
     saver: ResilientSaver = await make_saver()
-    tier = saver.store.tier
+    tier = saver.store.tier_name
     config = {"configurable": {"thread_id": "m", "checkpoint_ns": ""}}
     ops_before = _value(
         "langgraph_checkpoint_op_seconds_count", {"op": "get_tuple", "tier": tier, "outcome": "ok"}

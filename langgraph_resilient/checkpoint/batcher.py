@@ -11,49 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 
-from langgraph_resilient.checkpoint.records import CheckpointRecord, WriteRecord
+from langgraph_resilient.checkpoint.records import Batch, Op
 from langgraph_resilient.observability import metrics
-
-
-@dataclass(slots=True)
-class WritesOp:
-    """One ``put_writes`` call."""
-
-    thread_id: str
-    checkpoint_ns: str
-    checkpoint_id: str
-    writes: list[WriteRecord]
-    epoch: int | None = None
-    """Fencing epoch of the lease it was made under, or ``None`` (unfenced)."""
-
-
-Op = CheckpointRecord | WritesOp
-
-
-@dataclass(slots=True)
-class Batch:
-    """Writes flushed together: checkpoints and pending writes, in arrival order."""
-
-    checkpoints: list[CheckpointRecord] = field(default_factory=list)
-    writes: list[WritesOp] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, op: Op) -> Batch:
-        """A batch of one write."""
-        batch = cls()
-        batch.add(op)
-        return batch
-
-    def add(self, op: Op) -> None:
-        if isinstance(op, WritesOp):
-            self.writes.append(op)
-        else:
-            self.checkpoints.append(op)
-
-    def __len__(self) -> int:
-        return len(self.checkpoints) + len(self.writes)
 
 
 class GroupCommitter:
@@ -147,69 +107,3 @@ def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(exc)
-
-
-@dataclass(slots=True)
-class Stored:
-    """What a batch really changed in the durable tier: the checkpoints it inserted (a repeated
-    one was stored before) and the writes it inserted or, for special channels, replaced (a
-    repeated regular write keeps its first value). Only these may be published to a cache."""
-
-    checkpoints: set[tuple[str, str, str]] = field(default_factory=set)
-    writes: set[tuple[str, str, str, str, int]] = field(default_factory=set)
-    """``(thread, ns, checkpoint, task_id, idx)``."""
-
-
-BlobRow = tuple[str, str, str, str, str, bytes | None]
-WriteRow = tuple[str, str, str, str, str, int, str, str, bytes]
-
-
-def blob_rows(batch: Batch) -> list[BlobRow]:
-    """``(thread, ns, channel, version, type, data)`` of a batch, each key once (first wins:
-    a channel version never changes)."""
-    rows: dict[tuple[str, str, str, str], BlobRow] = {}
-    for cp in batch.checkpoints:
-        for b in cp.blobs:
-            key = (cp.thread_id, cp.checkpoint_ns, b.channel, b.version)
-            rows.setdefault(key, (*key, b.type, b.data))
-    return list(rows.values())
-
-
-def write_rows(batch: Batch) -> list[WriteRow]:
-    """``(thread, ns, checkpoint, task, path, idx, channel, type, data)`` of a batch, each key
-    once: a regular write keeps its first value, a special one (idx < 0) its last, exactly as
-    separate statements would leave them."""
-    rows: dict[tuple[str, str, str, str, int], WriteRow] = {}
-    for op in batch.writes:
-        for w in op.writes:
-            key = (op.thread_id, op.checkpoint_ns, op.checkpoint_id, w.task_id, w.idx)
-            if w.idx >= 0 and key in rows:
-                continue
-            rows[key] = (*key[:4], w.task_path, w.idx, w.channel, w.type, w.data)
-    return list(rows.values())
-
-
-def checkpoint_records(batch: Batch) -> list[CheckpointRecord]:
-    """The batch's checkpoints, each key once (the first: a checkpoint never changes)."""
-    seen: dict[tuple[str, str, str], CheckpointRecord] = {}
-    for cp in batch.checkpoints:
-        seen.setdefault((cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id), cp)
-    return list(seen.values())
-
-
-class MixedEpochs(Exception):
-    """A fenced batch holds writes of one thread under two epochs (a lease was taken over
-    while its writes were queued): it must be replayed write by write, so that the older
-    epoch's writes are refused."""
-
-
-def fence_epochs(batch: Batch) -> dict[str, int]:
-    """The epoch each thread of a fenced batch writes under."""
-    epochs: dict[str, int] = {}
-    for thread_id, epoch in [
-        *((c.thread_id, c.epoch) for c in batch.checkpoints),
-        *((w.thread_id, w.epoch) for w in batch.writes),
-    ]:
-        if epoch is None or epochs.setdefault(thread_id, epoch) != epoch:
-            raise MixedEpochs(thread_id)
-    return epochs

@@ -11,8 +11,8 @@ from typing import Any
 
 from langgraph.checkpoint.base import DeltaChannelHistory, PendingWrite, writes_sort_key
 
+from langgraph_resilient.checkpoint.durable.store import Skeleton
 from langgraph_resilient.checkpoint.records import ChainLink, Typed
-from langgraph_resilient.checkpoint.store import Skeleton
 
 Decode = Callable[[Typed], Any]
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from langgraph_resilient.errors import InvalidConfigError
+from langgraph_resilient.checkpoint.records import ListQuery
+from langgraph_resilient.errors import ConfigurationError, InvalidConfigError
 
 _MAX_ID_LEN = 1024
 
@@ -88,3 +90,33 @@ class Locator:
                 "checkpoint_id": checkpoint_id or self.checkpoint_id,
             }
         }
+
+
+def list_query(
+    config: RunnableConfig | None,
+    filter: dict[str, Any] | None,
+    before: RunnableConfig | None,
+    limit: int | None,
+) -> ListQuery | None:
+    """What ``list`` asks the store for (``None``: nothing can match), or a clear error for
+    a bad ``limit``/``filter``/config."""
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ConfigurationError(f"limit must be a non-negative int, got {limit!r}")
+    if filter is not None and not isinstance(filter, dict):
+        raise ConfigurationError("filter must be a dict of metadata key -> value")
+    if limit == 0:
+        return None
+    thread_id = ns = cid = None
+    if config is not None:
+        conf = configurable(config)
+        if conf.get("thread_id") is not None:
+            loc = Locator.of(config)
+            thread_id, cid = loc.thread_id, loc.checkpoint_id
+        ns = conf.get("checkpoint_ns")
+    before_id = Locator.of(before).checkpoint_id if before is not None else None
+    return ListQuery(thread_id, ns, cid, before_id, filter or None)
+
+
+def matches(metadata: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
+    """Exact metadata matching (stores may pre-filter loosely)."""
+    return all(metadata.get(k) == v for k, v in filter.items())

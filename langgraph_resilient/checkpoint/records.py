@@ -98,3 +98,63 @@ class ListQuery:
     checkpoint_id: str | None
     before_id: str | None
     metadata_filter: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class WritesOp:
+    """One ``put_writes`` call."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    writes: list[WriteRecord]
+    epoch: int | None = None
+    """Fencing epoch of the lease it was made under, or ``None`` (unfenced)."""
+
+
+Op = CheckpointRecord | WritesOp
+
+
+@dataclass(slots=True)
+class Batch:
+    """Writes flushed together: checkpoints and pending writes, in arrival order."""
+
+    checkpoints: list[CheckpointRecord] = field(default_factory=list)
+    writes: list[WritesOp] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, op: Op) -> Batch:
+        """A batch of one write."""
+        batch = cls()
+        batch.add(op)
+        return batch
+
+    def add(self, op: Op) -> None:
+        if isinstance(op, WritesOp):
+            self.writes.append(op)
+        else:
+            self.checkpoints.append(op)
+
+    def __len__(self) -> int:
+        return len(self.checkpoints) + len(self.writes)
+
+
+@dataclass(slots=True)
+class Stored:
+    """What a batch really changed in the durable tier: the checkpoints it inserted (a repeated
+    one was stored before) and the writes it inserted or, for special channels, replaced (a
+    repeated regular write keeps its first value). Only these may be published to a cache."""
+
+    checkpoints: set[tuple[str, str, str]] = field(default_factory=set)
+    writes: set[tuple[str, str, str, str, int]] = field(default_factory=set)
+    """``(thread, ns, checkpoint, task_id, idx)``."""
+
+
+def is_special(idx: int) -> bool:
+    """Whether a pending write at ``idx`` is on a special channel (error, interrupt, resume,
+    scheduled: LangGraph gives those negative indexes). A regular write keeps the first value
+    stored for its ``(task_id, idx)``; a special one overwrites. This is the one definition in
+    Python; the same rule is written once per backend, where its statements are: the
+    ``ON CONFLICT`` clause of durable/postgres/writes.py, the upsert of durable/sqlite/writes.py
+    and WRITES_LUA in cache/scripts.py."""
+    return idx < 0

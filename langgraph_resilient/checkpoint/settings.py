@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from langgraph_resilient._urls import redact, split_url, url_hosts
 from langgraph_resilient.errors import ConfigurationError
 
 DEFAULT_SQLITE_PATH = "langgraph_state.db"
@@ -21,60 +21,6 @@ _PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")
 def default_sqlite_path() -> str:
     """The file ``from_urls()`` uses when given no URL at all."""
     return os.environ.get("LANGGRAPH_RESILIENT_SQLITE_PATH", DEFAULT_SQLITE_PATH)
-
-
-def redact(url: str) -> str:
-    """``url`` with its password replaced, safe for errors and logs (even when malformed)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    userinfo, _, hostpart = rest.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    return f"{scheme}://{user}:***@{hostpart}" if colon else url
-
-
-def split_url(url: str, setting: str, example: str) -> SplitResult:
-    """``url`` parsed, or a :class:`ConfigurationError` that names ``setting``, shows the URL
-    with its password masked and gives a correct ``example``."""
-    if not url.strip():
-        raise ConfigurationError(
-            f"{setting} is empty: give a URL such as {example}, or leave {setting} unset"
-        )
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed [
-        raise ConfigurationError(
-            f"{setting} {redact(url)!r} is malformed ({exc}); for example {example}"
-        ) from None
-    return parts
-
-
-def url_hosts(
-    parts: SplitResult, default_port: int, setting: str, example: str
-) -> list[tuple[str, int]]:
-    """The ``host:port`` list of a URL's network location (one, or several separated by
-    commas as Sentinel, Cluster and multi-host Postgres URLs allow); IPv6 hosts in brackets."""
-    url = urlunsplit(parts)
-    hosts = []
-    for item in parts.netloc.rpartition("@")[2].split(","):
-        host, port_text = item, ""
-        if item.startswith("["):
-            host, bracket, after = item[1:].partition("]")
-            if not bracket or (after and not after.startswith(":")):
-                raise ConfigurationError(
-                    f"{setting} {redact(url)!r}: the IPv6 host {item!r} needs its closing "
-                    f"bracket, as in [::1]:{default_port}; for example {example}"
-                )
-            port_text = after[1:]
-        elif ":" in item:
-            host, _, port_text = item.rpartition(":")
-        if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
-            raise ConfigurationError(
-                f"{setting} {redact(url)!r}: port {port_text!r} of host {host!r} is not a number "
-                f"between 1 and 65535; for example {example}"
-            )
-        hosts.append((host or "127.0.0.1", int(port_text or default_port)))
-    return hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +54,31 @@ class PostgresSettings:
                 raise ConfigurationError(f"{name} must be > 0")
 
 
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteSettings:
+    """The embedded durable tier: one SQLite file."""
+
+    path: str = DEFAULT_SQLITE_PATH
+    synchronous: str = "FULL"
+    """``PRAGMA synchronous``: ``FULL`` survives power loss, ``NORMAL`` only process crashes."""
+    busy_timeout_s: float = 30.0
+    """How long a write waits for another process's write lock before it fails."""
+
+    def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise ConfigurationError(
+                "sqlite_path is empty: give a file path such as state.db, or leave it unset "
+                "for the default"
+            )
+        if self.synchronous.upper() not in SQLITE_SYNCHRONOUS:
+            raise ConfigurationError(f"sqlite_synchronous must be one of {SQLITE_SYNCHRONOUS}")
+        if self.busy_timeout_s <= 0:
+            raise ConfigurationError("command_timeout_s (the SQLite busy timeout) must be > 0")
+
+
 @dataclass(frozen=True, slots=True)
 class SaverSettings:
     """Behaviour of the saver that does not depend on the backend."""
@@ -118,15 +89,22 @@ class SaverSettings:
     """Largest serialized ``put`` or ``put_writes`` accepted; larger ones raise
     ``PayloadTooLargeError`` and write nothing."""
     write_attempts: int = 3
-    """Attempts of a durable write on connection failures before ``DurableWriteError``."""
+    """Attempts of a call to the durable store on connection failures (reads and writes
+    alike) before ``DurableWriteError`` (a write) or ``TierUnavailableError`` (a read)."""
     write_retry_deadline_s: float = 10.0
-    """No write retry starts after this many seconds since the first attempt."""
+    """No retry of a store call starts after this many seconds since its first attempt."""
     migrate_on_enter: bool = True
     """Apply schema migrations when the saver is entered (else only check the version)."""
     plaintext_metadata: bool | None = None
     """Store a plaintext JSON copy of metadata for server-side ``list(filter=...)``.
     ``None``: yes unless the serde is an ``EncryptedSerializer``."""
     list_page_size: int = 100
+    """Rows ``list`` fetches per query (pages are fetched lazily)."""
+    cache_max_bytes: int = 64 * 1024 * 1024
+    """Bound of the in-process cache in front of Redis (used with a Redis tier)."""
+    redis_required: bool = False
+    """Fail on enter when Redis cannot be reached (default: start without it and use it once
+    it answers)."""
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.prefix):
@@ -140,3 +118,5 @@ class SaverSettings:
             raise ConfigurationError("write_attempts must be >= 1")
         if self.list_page_size < 1:
             raise ConfigurationError("list_page_size must be >= 1")
+        if self.cache_max_bytes < 0:
+            raise ConfigurationError("cache_max_bytes must be >= 0 (0 disables the cache)")

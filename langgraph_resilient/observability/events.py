@@ -1,8 +1,9 @@
 """A tiny synchronous event bus: everything the resilience runtime does, for metrics to count.
 
-The node middleware, the circuit breakers, the degradation manager and the health checker
-publish :class:`ResilienceEvent` objects on an :class:`EventBus` (the process-wide
-``EventBus.default()`` unless one is passed in). A metrics or tracing layer subscribes once::
+The node middleware, the circuit breakers, the degradation manager, the health checker and
+the thread leases publish :class:`ResilienceEvent` objects on an :class:`EventBus` (the
+process-wide ``EventBus.default()`` unless one is passed in). A metrics or tracing layer
+subscribes once::
 
     from langgraph_resilient import EventBus, EventKind
 
@@ -66,6 +67,19 @@ class EventKind(StrEnum):
       ``enabled``, ``reason``.
     - ``HEALTH_CHECK``: a health check changed between healthy and unhealthy (after
       hysteresis). source = check name; detail: ``healthy``, ``error``.
+
+    Thread leases (``saver.lock_thread``); source = thread id, detail always has ``epoch`` and
+    ``backend`` (``"redis"``, ``"postgres"`` or ``"sqlite"``; ``None`` before one is held):
+
+    - ``LEASE_ACQUIRED``: detail ``waited_s``, ``attempts`` (> 1: the lease was contended).
+    - ``LEASE_RELEASED``: detail ``held_s``.
+    - ``LEASE_LOST``: the holder learned its lease expired or was taken over (it stalled past
+      ``ttl_s``); detail ``reason``. Alert on these: each is a worker whose later writes are
+      refused.
+    - ``LEASE_FAILOVER``: the lease moved from Redis to the durable store (Redis failed while
+      it was held), or was taken there because Redis was down; detail ``reason``.
+    - ``LEASE_TIMEOUT``: ``lock_thread`` gave up after ``wait_s`` (``LockTimeoutError``);
+      detail ``waited_s``, ``why``.
     """
 
     CALL = "call"
@@ -82,6 +96,11 @@ class EventKind(StrEnum):
     DEGRADATION_LEVEL = "degradation_level"
     FEATURE_TOGGLED = "feature_toggled"
     HEALTH_CHECK = "health_check"
+    LEASE_ACQUIRED = "lease_acquired"
+    LEASE_RELEASED = "lease_released"
+    LEASE_LOST = "lease_lost"
+    LEASE_FAILOVER = "lease_failover"
+    LEASE_TIMEOUT = "lease_timeout"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ See ``docs/middleware.md`` for the pipeline order, how it composes with LangGrap
 """
 
 from langgraph_resilient.observability.events import EventBus, EventKind, ResilienceEvent
-from langgraph_resilient.runtime._clock import Clock, ManualClock, SystemClock
 from langgraph_resilient.runtime.breaker import CircuitBreaker, CircuitState
 from langgraph_resilient.runtime.bulkhead import Bulkhead
+from langgraph_resilient.runtime.clock import Clock, ManualClock, SystemClock
 from langgraph_resilient.runtime.degradation import DegradationManager, ServiceLevel
 from langgraph_resilient.runtime.fallback import Fallback
 from langgraph_resilient.runtime.graph import ResilientNode, with_resilience

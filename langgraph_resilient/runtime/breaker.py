@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from langgraph_resilient.errors import CircuitOpenError, ConfigurationError
 from langgraph_resilient.observability.events import EventBus, EventKind
-from langgraph_resilient.runtime._clock import SYSTEM_CLOCK, Clock
+from langgraph_resilient.runtime.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["CircuitBreaker", "CircuitState"]
 

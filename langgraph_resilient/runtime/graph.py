@@ -372,7 +372,7 @@ def with_resilience(
         )
     plan.check_unused()
     if exclusive_threads:
-        from langgraph_resilient.checkpoint.exclusive import ExclusiveGraph
+        from langgraph_resilient.checkpoint.lease.exclusive import ExclusiveGraph
 
         result = ExclusiveGraph.wrap(result, ttl_s=lease_ttl_s, wait_s=lease_wait_s)
     return result

@@ -15,8 +15,8 @@ from typing import Any
 from langgraph_resilient._aio import stop_tasks
 from langgraph_resilient.errors import ConfigurationError
 from langgraph_resilient.observability.events import EventBus, EventKind
-from langgraph_resilient.runtime._clock import SYSTEM_CLOCK, Clock
 from langgraph_resilient.runtime.breaker import CircuitBreaker, CircuitState
+from langgraph_resilient.runtime.clock import SYSTEM_CLOCK, Clock
 from langgraph_resilient.runtime.degradation import DegradationManager, ServiceLevel
 
 __all__ = ["HealthChecker"]

@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from langgraph_resilient.errors import ConfigurationError, ResilientError
-from langgraph_resilient.runtime._clock import SYSTEM_CLOCK, Clock
+from langgraph_resilient.runtime.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["Jitter", "Retry", "is_transient", "retry_after_hint"]
 

@@ -114,11 +114,11 @@ class ServerContext:
         try:
             await asyncio.wait_for(self.threads.ping(), timeout=2.0)
             version = await asyncio.wait_for(self.threads.schema_version(), timeout=2.0)
-            checks[self.threads.tier] = "ok"
+            checks[self.threads.tier_name] = "ok"
             checks["schema"] = "ok" if version == SERVER_SCHEMA_VERSION else f"v{version}"
             ready = ready and version == SERVER_SCHEMA_VERSION
         except Exception as exc:
-            checks[self.threads.tier] = f"unreachable: {type(exc).__name__}"
+            checks[self.threads.tier_name] = f"unreachable: {type(exc).__name__}"
             ready = False
         if self.settings.redis_url:
             checks["redis"] = "ok" if await self._redis_ok() else "degraded"

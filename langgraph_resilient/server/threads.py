@@ -66,7 +66,7 @@ class ThreadQuery:
 class ThreadStore(Protocol):
     """The thread records' storage. ``PostgresThreadStore`` and ``SqliteThreadStore``."""
 
-    tier: str
+    tier_name: str
 
     async def open(self) -> None:
         """Connect (raising ``TierUnavailableError``)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from langgraph_resilient.checkpoint.settings import redact
+from langgraph_resilient._urls import redact
 from langgraph_resilient.errors import SchemaVersionError, TierUnavailableError
 from langgraph_resilient.server import metrics
 from langgraph_resilient.server.threads import (
@@ -136,7 +136,7 @@ def _filters(query: ThreadQuery) -> tuple[str, list[Any]]:
 class PostgresThreadStore:
     """Thread records on Postgres, on a small asyncpg pool of their own."""
 
-    tier = "postgres"
+    tier_name = "postgres"
 
     def __init__(self, url: str, *, prefix: str, max_size: int = 4, timeout_s: float = 5.0):
         self.url = url
@@ -150,7 +150,7 @@ class PostgresThreadStore:
 
     def _pool(self) -> asyncpg.Pool:
         if self.pool is None:
-            raise TierUnavailableError(self.tier, "the thread store is closed")
+            raise TierUnavailableError(self.tier_name, "the thread store is closed")
         return self.pool
 
     async def open(self) -> None:
@@ -167,7 +167,7 @@ class PostgresThreadStore:
             )
         except Exception as exc:
             raise TierUnavailableError(
-                self.tier, f"cannot connect to {redact(self.url)}: {exc!r}"
+                self.tier_name, f"cannot connect to {redact(self.url)}: {exc!r}"
             ) from exc
 
     async def close(self) -> None:

@@ -115,7 +115,7 @@ def _merge_patch(metadata: Mapping[str, Any]) -> str:
 class SqliteThreadStore:
     """Thread records in the embedded SQLite file."""
 
-    tier = "sqlite"
+    tier_name = "sqlite"
 
     def __init__(self, path: str, *, prefix: str, busy_timeout_s: float = 30.0) -> None:
         self.path = path
@@ -131,7 +131,7 @@ class SqliteThreadStore:
     async def _run(self, query_type: str, call: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
         if conn is None:
-            raise TierUnavailableError(self.tier, "the thread store is closed")
+            raise TierUnavailableError(self.tier_name, "the thread store is closed")
 
         def work() -> T:
             with self._lock:
@@ -154,7 +154,7 @@ class SqliteThreadStore:
         try:
             self._conn = await asyncio.to_thread(connect)
         except sqlite3.Error as exc:
-            raise TierUnavailableError(self.tier, f"cannot open {self.path!r}: {exc}") from exc
+            raise TierUnavailableError(self.tier_name, f"cannot open {self.path!r}: {exc}") from exc
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -191,7 +191,7 @@ class SqliteThreadStore:
 
         conn = self._conn
         if conn is None:
-            raise TierUnavailableError(self.tier, "the thread store is closed")
+            raise TierUnavailableError(self.tier_name, "the thread store is closed")
         # BEGIN IMMEDIATE needs autocommit control: run outside the `with conn` transaction.
         previous = conn.isolation_level
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from langgraph_resilient import TieredCache
-from langgraph_resilient.checkpoint.redis_tier import TierBreaker
+from langgraph_resilient._redis.breaker import TierBreaker
 from tests.conftest import REDIS_URL, drop_prefixed_keys, unique_prefix
 
 CacheFactory = Callable[..., TieredCache[Any]]

@@ -193,7 +193,7 @@ def test_empty_and_malformed_urls_name_the_setting_and_mask_the_password(
 
 def test_redis_in_front_of_sqlite_is_built(tmp_path: object) -> None:
     saver = ResilientSaver.from_urls(sqlite_path="x.db", redis_url="redis://127.0.0.1:6379/0")
-    assert saver.store.tier == "sqlite" and saver.redis_settings is not None
+    assert saver.store.tier_name == "sqlite" and saver.redis_settings is not None
 
 
 async def test_a_postgres_black_hole_names_the_limit_that_expired() -> None:

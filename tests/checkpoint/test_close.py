@@ -94,8 +94,8 @@ async def test_a_task_that_ignores_cancellation_is_abandoned_and_reported(
             except asyncio.CancelledError:
                 continue  # what a buggy loop does
 
-    tier: Any = saver._tier
-    tier._sweep_task = asyncio.get_running_loop().create_task(stubborn(), name="stubborn")
+    link: Any = saver.tiers.redis.link  # type: ignore[union-attr]
+    link._sweep_task = asyncio.get_running_loop().create_task(stubborn(), name="stubborn")
     await asyncio.sleep(0.01)  # let it reach its loop: a task cancelled before it ran just ends
     started = asyncio.get_running_loop().time()
     try:

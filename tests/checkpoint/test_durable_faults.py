@@ -100,7 +100,7 @@ def test_a_server_still_starting_up_is_a_connection_failure_worth_a_retry() -> N
     unexpectedly (seen in 2 of 6 kill-and-restart runs); the saver retries it."""
     import asyncpg
 
-    from langgraph_resilient.checkpoint.postgres import PostgresStore
+    from langgraph_resilient.checkpoint.durable.postgres import PostgresStore
     from langgraph_resilient.checkpoint.settings import PostgresSettings
 
     store = PostgresStore(PostgresSettings(url="postgresql://h/db"), prefix="p_")

@@ -23,7 +23,7 @@ def _cp(i: int) -> dict[str, Any]:
 
 def _batching(saver: ResilientSaver) -> None:
     """One flush at a time, so concurrent writes queue up and leave together."""
-    saver._fenced_committer.max_inflight = 1
+    saver.fenced.committer.max_inflight = 1
 
 
 async def _first_checkpoints(saver: ResilientSaver, threads: list[str]) -> dict[str, Any]:
@@ -40,8 +40,8 @@ async def test_concurrent_fenced_writes_share_batches(make_saver: SaverFactory) 
     threads = [f"t{i}" for i in range(12)]
     heads = await _first_checkpoints(saver, threads)
     for epoch, tid in enumerate(threads, start=10):
-        saver._leases[tid] = epoch
-    flushes = saver._fenced_committer.flushes
+        saver.fenced.hold(tid, epoch, lambda: False)
+    flushes = saver.fenced.committer.flushes
 
     async def step(tid: str) -> Any:
         stored = await saver.aput(heads[tid], _cp(1), {}, {"v": "1"})
@@ -49,7 +49,7 @@ async def test_concurrent_fenced_writes_share_batches(make_saver: SaverFactory) 
         return stored
 
     stored = await asyncio.gather(*(step(tid) for tid in threads))
-    assert saver._fenced_committer.flushes - flushes < 2 * len(threads), "writes were batched"
+    assert saver.fenced.committer.flushes - flushes < 2 * len(threads), "writes were batched"
     for tid, config in zip(threads, stored, strict=True):
         tup = await saver.aget_tuple({"configurable": {"thread_id": tid, "checkpoint_ns": ""}})
         assert tup is not None and tup.config == config
@@ -64,12 +64,12 @@ async def test_a_refused_write_in_a_batch_fails_alone(make_saver: SaverFactory, 
     threads = [f"t{i}" for i in range(6)]
     heads = await _first_checkpoints(saver, threads)
     for tid in threads:
-        saver._leases[tid] = 5
+        saver.fenced.hold(tid, 5, lambda: False)
     # "t0" has since been taken over by a newer lease (epoch 6) that wrote once
-    saver._leases["t0"] = 6
+    saver.fenced.hold("t0", 6, lambda: False)
     moved = await saver.aput(heads["t0"], _cp(2), {}, {"v": "2"})  # type: ignore[arg-type]
     if fault == "stale":
-        saver._leases["t0"] = 5  # this worker still writes with the old epoch
+        saver.fenced.hold("t0", 5, lambda: False)  # this worker still writes with the old epoch
     parent = heads["t0"]  # not the head any more: a fork, and under the old epoch a stale one
 
     async def step(tid: str) -> Any:

@@ -99,7 +99,7 @@ async def test_readers_never_see_a_stale_head_during_or_after_a_lease(
             assert (await reader_graph.aget_state(config)).values["log"][-6] == "2"
         after = (await reader_graph.aget_state(config)).values["log"]
         assert len(after) == 18 and after[-6] == "2"
-        tier = reader._tier
+        tier = reader.tiers.redis
         assert tier is not None
         lookup = await tier.read("t", "", None)
         assert lookup.row is not None, "after the release the head is served from Redis again"

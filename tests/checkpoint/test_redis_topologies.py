@@ -21,7 +21,7 @@ import redis.asyncio
 from prometheus_client import REGISTRY
 
 from langgraph_resilient import ResilientSaver, TierUnavailableError
-from langgraph_resilient.checkpoint.redis_wire import PipelineScripts, WireScripts
+from langgraph_resilient._redis.wire import PipelineScripts, WireScripts
 from tests.checkpoint.test_tiers import _final_states, _run_turns, _turn_graph
 from tests.conftest import POSTGRES_URL
 from tests.servers import (
@@ -80,9 +80,9 @@ async def _run_on(
     failures = _redis_failures()
     expected = _expected_turns()
     async with ResilientSaver.from_urls(**saver_kwargs) as saver:
-        tier = saver._tier
+        tier = saver.tiers.redis
         assert tier is not None and saver.redis is not None
-        assert isinstance(tier._scripts, runner), type(tier._scripts)
+        assert isinstance(tier.link._scripts, runner), type(tier.link._scripts)
         graph = _turn_graph().compile(checkpointer=saver)
         await _run_turns(graph, threads, range(TURNS))
         assert await _final_states(graph, threads) == [expected] * threads
@@ -96,13 +96,13 @@ async def _run_on(
 
     # A second replica: its in-process cache is empty, so its hits come from Redis itself.
     async with ResilientSaver.from_urls(**saver_kwargs) as cold:
-        assert cold._tier is not None
+        assert cold.tiers.redis is not None
         for t in range(threads):
             hits = _hits()
             head = await cold.aget_tuple({"configurable": {"thread_id": f"t{t}"}})
             assert head is not None and head.checkpoint["channel_values"]["turns"] == expected
             assert _hits() == hits + 1, f"a cold replica's head read of t{t} is served by Redis"
-        assert not cold._tier.breaker.is_open
+        assert not cold.tiers.redis.breaker.is_open
     assert _redis_failures() == failures, "no Redis call failed"
 
 
@@ -204,14 +204,14 @@ async def test_sentinel_failover_mid_run_no_invocation_fails_and_redis_is_used_a
         prefix=prefix,
         redis_required=True,
     ) as saver:
-        tier = saver._tier
-        assert tier is not None and isinstance(tier._scripts, WireScripts)
+        tier = saver.tiers.redis
+        assert tier is not None and isinstance(tier.link._scripts, WireScripts)
         graph = _turn_graph().compile(checkpointer=saver)
         await _invoke_turns(graph, early, range(3), failed)
         before = await _keys(redis.asyncio.Redis(host="127.0.0.1", port=old.port), prefix)
         assert _threads_with_keys(before, prefix, 4) == set(early), "cached on the old master"
 
-        old_server = tier._incarnation
+        old_server = tier.link.server
         assert old_server is not None
         started = time.monotonic()
         await asyncio.to_thread(_fail_over, servers)
@@ -241,13 +241,13 @@ async def test_sentinel_failover_mid_run_no_invocation_fails_and_redis_is_used_a
     async with ResilientSaver.from_urls(
         postgres_url=POSTGRES_URL, redis_url=servers.url(), prefix=prefix, redis_required=True
     ) as cold:
-        assert cold._tier is not None
+        assert cold.tiers.redis is not None
         for thread_id, expected in zip([*early, *late], [_turns(9)] * 3 + [_turns(3)], strict=True):
             hits = _hits()
             head = await cold.aget_tuple({"configurable": {"thread_id": thread_id}})
             assert head is not None and head.checkpoint["channel_values"]["turns"] == expected
             assert _hits() == hits + 1, f"a cold replica's head read of {thread_id} is a hit"
-        assert not cold._tier.breaker.is_open
+        assert not cold.tiers.redis.breaker.is_open
 
 
 @pytest.mark.fault

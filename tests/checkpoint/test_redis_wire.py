@@ -19,8 +19,8 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 
-from langgraph_resilient.checkpoint.redis_conn import RedisSettings, connect
-from langgraph_resilient.checkpoint.redis_wire import (
+from langgraph_resilient._redis.client import RedisSettings, connect
+from langgraph_resilient._redis.wire import (
     LuaScript,
     PipelineScripts,
     ScriptRunner,

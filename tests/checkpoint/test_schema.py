@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from langgraph_resilient import ResilientSaver, SchemaVersionError
-from langgraph_resilient.checkpoint.schema import SCHEMA_VERSION
+from langgraph_resilient.checkpoint.durable.schema import SCHEMA_VERSION
 from langgraph_resilient.cli import main
 from tests.conftest import POSTGRES_URL, SaverFactory, drop_prefixed_tables, unique_prefix
 

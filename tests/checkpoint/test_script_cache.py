@@ -18,14 +18,9 @@ import redis.asyncio
 from langgraph.graph import END, START, StateGraph
 
 from langgraph_resilient import CircuitBreaker, CircuitState, ResilientSaver
-from langgraph_resilient.checkpoint.redis_conn import RedisSettings, connect
-from langgraph_resilient.checkpoint.redis_wire import (
-    LuaScript,
-    PipelineScripts,
-    ScriptRunner,
-    WireScripts,
-)
-from langgraph_resilient.checkpoint.store import EPOCH_BAND
+from langgraph_resilient._redis.client import RedisSettings, connect
+from langgraph_resilient._redis.wire import LuaScript, PipelineScripts, ScriptRunner, WireScripts
+from langgraph_resilient.checkpoint.fencing import EPOCH_BAND
 from tests.conftest import POSTGRES_URL, drop_prefixed_tables, unique_prefix
 from tests.servers import RedisServer
 

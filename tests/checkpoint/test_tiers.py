@@ -14,7 +14,8 @@ from langgraph.graph import START, StateGraph
 from prometheus_client import REGISTRY
 
 from langgraph_resilient import ResilientSaver
-from langgraph_resilient.checkpoint.batcher import Batch
+from langgraph_resilient.checkpoint.convert import checkpoint_record
+from langgraph_resilient.checkpoint.records import Batch
 from tests.conftest import POSTGRES_URL
 from tests.servers import RedisServer
 
@@ -214,11 +215,11 @@ async def test_redis_stopped_mid_run_no_invocation_fails(
         await _run_turns(graph, 3, range(3))
         fresh_redis.stop()
         await _run_turns(graph, 3, range(3, 7))
-        assert saver._tier is not None and saver._tier.breaker.is_open
+        assert saver.tiers.redis is not None and saver.tiers.redis.breaker.is_open
         fresh_redis.start()  # same port, empty: a restart without persistence
-        await asyncio.sleep(saver._tier.breaker.open_for_s)
+        await asyncio.sleep(saver.tiers.redis.breaker.open_for_s)
         await _run_turns(graph, 3, range(7, 10))
-        assert not saver._tier.breaker.is_open, "Redis is used again"
+        assert not saver.tiers.redis.breaker.is_open, "Redis is used again"
         assert await _redis_keys(fresh_redis.url, prefix) > 0
         states = await _final_states(graph, 3)
     expected = [x for turn in range(10) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
@@ -233,13 +234,13 @@ async def test_a_saver_started_without_redis_uses_it_once_it_is_up(
     async with ResilientSaver.from_urls(
         postgres_url=POSTGRES_URL, redis_url=fresh_redis.url, prefix=prefix
     ) as saver:
-        assert saver._tier is not None and saver._tier.breaker.is_open
+        assert saver.tiers.redis is not None and saver.tiers.redis.breaker.is_open
         graph = _turn_graph().compile(checkpointer=saver)
         await _run_turns(graph, 2, range(2))
         fresh_redis.start()
-        await asyncio.sleep(saver._tier.breaker.open_for_s)
+        await asyncio.sleep(saver.tiers.redis.breaker.open_for_s)
         await _run_turns(graph, 2, range(2, 4))
-        assert not saver._tier.breaker.is_open, "Redis is used once it answers"
+        assert not saver.tiers.redis.breaker.is_open, "Redis is used once it answers"
         assert await _redis_keys(fresh_redis.url, prefix) > 0
         hits = REGISTRY.get_sample_value(
             "langgraph_checkpoint_cache_reads_total", {"result": "hit"}
@@ -277,14 +278,14 @@ async def test_redis_frozen_mid_run_no_invocation_fails_and_no_stale_head(
             await _run_turns(graph, 2, range(3, 6))
         finally:
             fresh_redis.thaw()
-        assert saver._tier is not None and saver._tier.breaker.is_open
+        assert saver.tiers.redis is not None and saver.tiers.redis.breaker.is_open
         # the other replica never saw the outage: its periodic repair catches up
-        await asyncio.sleep(other._tier.repair_interval_s * 2.5)  # type: ignore[union-attr]
+        await asyncio.sleep(other.tiers.redis.link.repair_interval_s * 2.5)  # type: ignore[union-attr]
         expected = [x for turn in range(6) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
         assert await _final_states(other_graph, 2) == [expected] * 2, "no stale head"
-        await asyncio.sleep(saver._tier.breaker.open_for_s)
+        await asyncio.sleep(saver.tiers.redis.breaker.open_for_s)
         await _run_turns(graph, 2, range(6, 8))
-        assert not saver._tier.breaker.is_open, "Redis is used again"
+        assert not saver.tiers.redis.breaker.is_open, "Redis is used again"
         expected = [x for turn in range(8) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
         assert await _final_states(other_graph, 2) == [expected] * 2
 
@@ -307,11 +308,19 @@ async def test_a_delete_between_commit_and_publish_does_not_resurrect_the_thread
         cp2 = _cp(2)
         cp2["channel_values"] = {"a": 2}
         cp2["channel_versions"] = {"a": "2"}  # everything it needs is in what A publishes
-        late = a._checkpoint_record(first, cp2, {}, {"a": "2"})  # type: ignore[arg-type]
+        late = checkpoint_record(
+            a.serde,
+            a.settings,
+            first,
+            cp2,
+            {},
+            {"a": "2"},
+            a.fenced.epoch_of,  # type: ignore[arg-type]
+        )
         await a.store.write_batch(Batch.of(late))  # committed, not yet published
         await b.adelete_thread("race")
-        assert a._tier is not None
-        await a._tier.after_put(late)  # the publish arrives after the delete
+        assert a.tiers.redis is not None
+        await a.tiers.redis.after_put(late)  # the publish arrives after the delete
 
         assert await b.aget_tuple(config) is None  # type: ignore[arg-type]
         assert await a.aget_tuple(config) is None  # type: ignore[arg-type]
@@ -331,8 +340,8 @@ async def test_a_repeated_regular_write_is_not_cached_over_the_stored_one(
         config = {"configurable": {"thread_id": "w", "checkpoint_ns": ""}}
         stored = await a.aput(config, _cp(1), {"run_id": "r1"}, {"a": "1"})  # type: ignore[arg-type]
         await a.aput_writes(stored, [("a", "first")], "task")
-        assert a._tier is not None
-        await a._tier.invalidate(["w"])  # as a delete_for_runs or a repair would
+        assert a.tiers.redis is not None
+        await a.tiers.redis.invalidate(["w"])  # as a delete_for_runs or a repair would
         await a.aput_writes(stored, [("a", "second")], "task")  # ignored: first value wins
         for saver in (b, a, b):
             tup = await saver.aget_tuple(stored)

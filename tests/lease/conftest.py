@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from langgraph_resilient import ResilientSaver
-from langgraph_resilient.checkpoint.lease import LeaseEvent, add_lease_hook
+from langgraph_resilient import EventBus, ResilienceEvent, ResilientSaver
 from tests.servers import RedisServer, free_port, running
 
 
@@ -42,10 +41,12 @@ async def raw_redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def events() -> Iterator[list[LeaseEvent]]:
-    """Every LeaseEvent emitted during the test."""
-    seen: list[LeaseEvent] = []
-    remove = add_lease_hook(seen.append)
+def events() -> Iterator[list[ResilienceEvent]]:
+    """Every lease event published during the test (``EventKind.LEASE_*``)."""
+    seen: list[ResilienceEvent] = []
+    remove = EventBus.default().subscribe(
+        lambda e: seen.append(e) if e.kind.startswith("lease_") else None
+    )
     try:
         yield seen
     finally:
@@ -60,7 +61,7 @@ async def expire_row(saver: ResilientSaver, thread_id: str) -> None:
     """Make the thread's lease row look expired (as if its holder stalled past its ttl)."""
     store: Any = saver.store
     table = f"{saver.settings.prefix}threads"
-    if store.tier == "postgres":
+    if store.tier_name == "postgres":
         await store._pool().execute(
             f"UPDATE {table} SET lease_expires_at = now() - interval '1 second' "
             "WHERE thread_id = $1",
@@ -74,7 +75,7 @@ async def expire_row(saver: ResilientSaver, thread_id: str) -> None:
 async def row_token(saver: ResilientSaver, thread_id: str) -> str | None:
     store: Any = saver.store
     table = f"{saver.settings.prefix}threads"
-    if store.tier == "postgres":
+    if store.tier_name == "postgres":
         token: str | None = await store._pool().fetchval(
             f"SELECT lease_token FROM {table} WHERE thread_id = $1", thread_id
         )

@@ -16,14 +16,15 @@ from redis.asyncio import Redis
 
 from langgraph_resilient import (
     ConfigurationError,
+    EventKind,
+    ExclusiveGraph,
     Lease,
     LockTimeoutError,
+    ResilienceEvent,
     ResilientSaver,
     StaleLeaseError,
 )
-from langgraph_resilient.checkpoint.exclusive import ExclusiveGraph
-from langgraph_resilient.checkpoint.lease import LeaseEvent
-from langgraph_resilient.checkpoint.store import EPOCH_BAND
+from langgraph_resilient.checkpoint.fencing import EPOCH_BAND
 from tests.conftest import SaverFactory
 from tests.lease.conftest import expire_row, lease_key, row_token
 from tests.lease.graphs import TurnState, assert_linear, takeover_graph
@@ -66,12 +67,12 @@ async def test_epochs_strictly_increase_across_holders(
     for i in range(6):
         saver = (s1, s2)[i % 2]
         async with saver.lock_thread("t") as lease:
-            assert lease.backend == ("redis" if where == "redis" else saver.store.tier)
-            assert saver._leases["t"] == lease.epoch
+            assert lease.backend == ("redis" if where == "redis" else saver.store.tier_name)
+            assert saver.fenced.epoch_of("t") == lease.epoch
             if i % 3 == 0:
                 await turn(saver, "t", f"w{i}")  # writes raise the stored epoch too
             epochs.append(lease.epoch)
-        assert "t" not in saver._leases
+        assert saver.fenced.epoch_of("t") is None
     assert epochs == sorted(set(epochs)), epochs
     assert await s1.store.thread_epoch("t") <= epochs[-1]
 
@@ -92,7 +93,7 @@ async def test_deleted_thread_keeps_its_epoch(
 
 
 async def test_wait_s_timeout_raises_lock_timeout_error(
-    make_saver: SaverFactory, redis_kwargs: dict[str, Any], events: list[LeaseEvent]
+    make_saver: SaverFactory, redis_kwargs: dict[str, Any], events: list[ResilienceEvent]
 ) -> None:
     s1, s2 = await make_saver(**redis_kwargs), await make_saver(**redis_kwargs)
     async with s1.lock_thread("t", ttl_s=5):
@@ -101,7 +102,7 @@ async def test_wait_s_timeout_raises_lock_timeout_error(
             async with s2.lock_thread("t", wait_s=0.3):
                 pytest.fail("two holders")
         assert 0.3 <= time.monotonic() - started < 1.5
-    assert [e.kind for e in events].count("timeout") == 1
+    assert [e.kind for e in events].count(EventKind.LEASE_TIMEOUT) == 1
     async with s2.lock_thread("t", wait_s=0.5) as lease:  # free again at once
         assert not lease.lost
 
@@ -181,7 +182,7 @@ async def test_lost_lease_is_signalled_promptly_and_its_writes_refused(
     redis_kwargs: dict[str, Any],
     where: str,
     raw_redis: Redis,
-    events: list[LeaseEvent],
+    events: list[ResilienceEvent],
 ) -> None:
     s1, s2 = await make_saver(**redis_kwargs), await make_saver(**redis_kwargs)
     await turn(s1, "t", "before")
@@ -199,11 +200,12 @@ async def test_lost_lease_is_signalled_promptly_and_its_writes_refused(
             assert lease.lost and lease.lost_event.is_set() and called == [lease]
             assert lease.lost_reason
             await turn(s2, "t", "newer")
-            assert s1._leases["t"] == lease.epoch  # still fenced with the lost epoch
+            assert s1.fenced.epoch_of("t") == lease.epoch  # still fenced with the lost epoch
             with pytest.raises(StaleLeaseError):
                 await turn(s1, "t", "stale")
         assert newer.epoch > lease.epoch
-    assert [e.kind for e in events if e.epoch == lease.epoch].count("lost") == 1
+    lost = [e for e in events if e.kind is EventKind.LEASE_LOST]
+    assert [e.detail["epoch"] for e in lost].count(lease.epoch) == 1
     state = await takeover_graph().compile(checkpointer=s2).aget_state(config("t"))
     assert "input:stale" not in state.values["log"]
     assert_linear_async = [(t.config, t.parent_config) async for t in s2.alist(config("t"))]
@@ -233,7 +235,7 @@ def test_stalled_holder_learns_it_lost_the_lease(
             ResilientSaver.from_urls(**kwargs) as s2,
             s1.lock_thread("t", ttl_s=0.5) as lease,
         ):
-            loop = s1._bridge.loop
+            loop = s1.tiers.bridge.loop
             assert loop is not None
             loop.call_soon_threadsafe(time.sleep, 1.2)  # freeze s1's event loop
             time.sleep(0.7)
@@ -306,7 +308,7 @@ async def test_epochs_grow_when_redis_and_the_store_lease_alternate(
             await asyncio.sleep(0.05)
         pytest.fail(f"never got {count} {expect} leases: {seen}")
 
-    store = saver.store.tier
+    store = saver.store.tier_name
     await take("redis", write=True)
     fresh_redis.stop()
     await take(store, write=True)
@@ -328,7 +330,7 @@ async def test_epochs_grow_when_redis_and_the_store_lease_alternate(
 
 @pytest.mark.fault
 async def test_lease_moves_to_the_store_when_redis_fails_mid_lease(
-    make_saver: SaverFactory, fresh_redis: RedisServer, events: list[LeaseEvent]
+    make_saver: SaverFactory, fresh_redis: RedisServer, events: list[ResilienceEvent]
 ) -> None:
     kwargs = {"redis_url": fresh_redis.url, "redis_socket_timeout_s": 0.1}
     s1, s2 = await make_saver(**kwargs), await make_saver(**kwargs)
@@ -339,8 +341,10 @@ async def test_lease_moves_to_the_store_when_redis_fails_mid_lease(
             if lease.backend != "redis":
                 break
             await asyncio.sleep(0.05)
-        assert lease.backend == s1.store.tier and not lease.lost
-        assert any(e.kind == "failover" and e.epoch == lease.epoch for e in events)
+        assert lease.backend == s1.store.tier_name and not lease.lost
+        assert any(
+            e.kind is EventKind.LEASE_FAILOVER and e.detail["epoch"] == lease.epoch for e in events
+        )
         with pytest.raises(LockTimeoutError):  # the store lease keeps others out
             async with s2.lock_thread("t", wait_s=0.4):
                 pass
@@ -364,7 +368,7 @@ async def test_a_lagging_redis_counter_is_fenced_then_repaired(
     async with up.lock_thread("t") as first:
         await turn(up, "t", "first")
     async with cut_off.lock_thread("t") as fallback:
-        assert fallback.backend == cut_off.store.tier and fallback.epoch > first.epoch
+        assert fallback.backend == cut_off.store.tier_name and fallback.epoch > first.epoch
         await turn(cut_off, "t", "fallback")
     with pytest.raises(StaleLeaseError):
         async with up.lock_thread("t") as lagging:
@@ -397,9 +401,9 @@ def test_sync_lock_thread_and_nesting(backend: str, tmp_path: Any) -> None:
                 with saver.lock_thread("t") as inner:
                     assert inner is outer
                 graph.invoke({"log": ["input:sync"]}, config("t", "sync"))
-                assert saver._leases == {"t": outer.epoch}
+                assert saver.fenced.held() == {"t": outer.epoch}
                 assert not outer.released
-            assert outer.released and saver._leases == {}
+            assert outer.released and saver.fenced.held() == {}
             assert_linear(saver, "t")
     finally:
         if backend == "postgres":
@@ -413,7 +417,7 @@ async def test_nested_lock_in_the_same_task_yields_the_outer_lease(
     async with saver.lock_thread("t") as outer:
         async with saver.lock_thread("t", wait_s=0) as inner:
             assert inner is outer
-        assert not outer.released and saver._leases["t"] == outer.epoch
+        assert not outer.released and saver.fenced.epoch_of("t") == outer.epoch
     assert outer.released
 
 
@@ -437,7 +441,7 @@ async def test_exclusive_graph_holds_the_lease_around_every_call(
     seen: list[int | None] = []
 
     async def node(state: TurnState) -> dict[str, Any]:
-        seen.append(saver._leases.get("t"))
+        seen.append(saver.fenced.epoch_of("t"))
         return {"log": ["x"]}
 
     inner_builder: StateGraph[TurnState] = StateGraph(TurnState)
@@ -461,7 +465,7 @@ async def test_exclusive_graph_holds_the_lease_around_every_call(
         pass
     await graph.aupdate_state(cfg, {"log": ["patched"]})
     assert all(epoch is not None for epoch in seen) and len(seen) == 4
-    assert saver._leases == {}
+    assert saver.fenced.held() == {}
     assert_linear_pairs = [(t.config, t.parent_config) async for t in saver.alist(cfg)]
     from tests.lease.graphs import check_linear
 
@@ -497,7 +501,7 @@ def test_exclusive_graph_sync_calls(tmp_path: Any) -> None:
         chunks = list(graph.stream({"log": ["input:b"]}, config("t", "b")))
         assert len(chunks) == 2
         graph.update_state(config("t"), {"log": ["patched"]})
-        assert saver._leases == {}
+        assert saver.fenced.held() == {}
         assert_linear(saver, "t")
 
     plain = ExclusiveGraph.wrap(takeover_graph().compile(checkpointer=InMemorySaver()))
@@ -525,7 +529,7 @@ async def test_with_resilience_exclusive_threads(make_saver: SaverFactory) -> No
     assert not isinstance(plain, ExclusiveGraph)
     async with saver.lock_thread("t", wait_s=0) as lease:  # a held lease makes the call wait
         other = ResilientSaver(saver.store, settings=saver.settings)
-        other._bridge = saver._bridge
+        other.tiers.bridge = saver.tiers.bridge
         blocked = with_resilience(
             takeover_graph().compile(checkpointer=other), exclusive_threads=True, lease_wait_s=0.2
         )
@@ -561,4 +565,4 @@ async def test_cancelled_callers_leave_no_lease_behind(
         await task
     async with s1.lock_thread("t", wait_s=0.5) as lease:
         assert not lease.lost
-    assert s2._leases == {} and s1._leases == {}
+    assert s2.fenced.held() == {} and s1.fenced.held() == {}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_resilient import with_resilience
-from langgraph_resilient.checkpoint.exclusive import ExclusiveGraph
+from langgraph_resilient.checkpoint.lease.exclusive import ExclusiveGraph
 from tests.lease.graphs import RecordingSaver, race_graph, takeover_graph
 
 

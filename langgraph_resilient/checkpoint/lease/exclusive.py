@@ -2,7 +2,7 @@
 
 ``ExclusiveGraph.wrap(graph)`` makes every root ``invoke``/``ainvoke``/``stream``/``astream``/
 ``update_state`` of a compiled graph (or of the graph a ``StateGraph`` compiles to) hold
-``saver.lock_thread(thread_id)`` for its whole duration; see :mod:`.lease` for the lease.
+``saver.lock_thread(thread_id)`` for its whole duration; see :mod:`.lock` for the lease.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from langgraph_resilient.checkpoint.lease import ThreadLock
+from langgraph_resilient.checkpoint.lease.lock import ThreadLock
 from langgraph_resilient.errors import ConfigurationError
 
 if TYPE_CHECKING:

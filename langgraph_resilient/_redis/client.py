@@ -25,7 +25,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ResponseError
 
-from langgraph_resilient.checkpoint.settings import redact, split_url, url_hosts
+from langgraph_resilient._urls import redact, split_url, url_hosts
 from langgraph_resilient.errors import ConfigurationError, describe_error
 
 _EXAMPLE = "redis://:password@host:6379/0"

@@ -10,16 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from langgraph_resilient.checkpoint.batcher import Batch, Stored
 from langgraph_resilient.checkpoint.records import (
+    Batch,
     ChainLink,
     CheckpointRecord,
     CheckpointRow,
     ListQuery,
+    Stored,
     Typed,
     WriteRecord,
 )
-from langgraph_resilient.errors import ForkedHistoryError, StaleLeaseError
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,7 @@ class Skeleton:
 class DurableStore(Protocol):
     """The source of truth. Implemented by ``PostgresStore`` and ``SqliteStore``."""
 
-    tier: str
+    tier_name: str
     """Name used in errors and metrics: ``"postgres"`` or ``"sqlite"``."""
     write_parallelism: int
     """How many group-commit flushes may run at once."""
@@ -170,34 +170,6 @@ class DurableStore(Protocol):
         """The thread's stored (fencing) epoch; 0 for a thread never fenced."""
 
 
-def check_fence(thread_id: str, epoch: int, held: bool) -> None:
-    """Raise :class:`StaleLeaseError` when a fenced write found a newer epoch."""
-    if not held:
-        raise StaleLeaseError(
-            f"thread {thread_id!r}: the lease with epoch {epoch} was taken over by a newer "
-            "holder; nothing was written. Stop working on this thread and re-read its state"
-        )
-
-
-def check_head(record: CheckpointRecord, advanced: bool) -> None:
-    """Raise :class:`ForkedHistoryError` when a fenced put's parent is not the head."""
-    if not advanced:
-        raise ForkedHistoryError(
-            f"thread {record.thread_id!r} namespace {record.checkpoint_ns!r}: checkpoint "
-            f"{record.checkpoint_id} has parent {record.parent_id!r}, which is not the thread's "
-            "head; nothing was written. Another writer advanced the thread: reload its state. "
-            "(Under a lease, history is linear: fork with copy_thread instead.)"
-        )
-
-
-# ---- leases: the epoch arithmetic shared by both stores and the Redis lease (docs/lease.md)
-
-EPOCH_BAND = 2**32
-"""Epochs are grouped in bands of this size: ``band = epoch // EPOCH_BAND``. Redis issues epochs
-only in odd bands, the durable-store lease only in even ones, so the two never hand out the same
-number, and each side jumps to a band above the other's when it takes over."""
-
-
 class EpochRaise(NamedTuple):
     """Result of :meth:`DurableStore.lease_raise`."""
 
@@ -207,12 +179,3 @@ class EpochRaise(NamedTuple):
     """Another token holds a live lease row (then nothing was raised)."""
     epoch: int
     """The stored epoch when the statement ran (before any raise)."""
-
-
-def fallback_epoch(current: int) -> int:
-    """The epoch the durable-store lease takes after ``current``: the next number if ``current``
-    is in an even (store) band, else the first number of the next (even) band."""
-    band = current // EPOCH_BAND
-    if band % 2 == 0:
-        return current + 1
-    return (band + 1) * EPOCH_BAND + 1
