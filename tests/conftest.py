@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio
 
 from langgraph_resilient import ResilientSaver
-from tests.servers import RedisServer, running
+from tests.servers import RedisClusterServers, RedisSentinelServers, RedisServer, running
 
 POSTGRES_URL = os.environ.get("LGR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LGR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -135,3 +135,15 @@ async def prefix() -> AsyncIterator[str]:
 def fresh_redis() -> Iterator[RedisServer]:
     """A private Redis the test may stop, restart (empty) and freeze."""
     yield from running(RedisServer())
+
+
+@pytest.fixture
+def sentinel() -> Iterator[RedisSentinelServers]:
+    """A private master with three sentinels watching it as ``mymaster``."""
+    yield from running(RedisSentinelServers("mymaster"))
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisClusterServers]:
+    """A private 3-node Redis Cluster."""
+    yield from running(RedisClusterServers(3))

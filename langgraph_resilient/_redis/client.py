@@ -18,12 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode as SyncClusterNode
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import AuthenticationError, ResponseError
+from redis.retry import Retry as SyncRetry
+from redis.sentinel import Sentinel as SyncSentinel
 
 from langgraph_resilient._urls import redact, split_url, url_hosts
 from langgraph_resilient.errors import ConfigurationError, describe_error
@@ -89,17 +94,41 @@ def connect(settings: RedisSettings) -> Any:
 
     The return type is ``Redis`` or ``RedisCluster``; both accept the commands the tier uses.
     """
+    return _client(settings, _ASYNC)
+
+
+def connect_sync(settings: RedisSettings) -> Any:
+    """The same as :func:`connect`, for sync code (``redis.Redis`` or ``RedisCluster``)."""
+    return _client(settings, _SYNC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Flavour:
+    """redis-py's client classes for one of its two APIs."""
+
+    redis: Any
+    sentinel: Any
+    cluster: Any
+    node: Any
+    retry: Any
+
+
+_ASYNC = _Flavour(Redis, Sentinel, RedisCluster, ClusterNode, Retry)
+_SYNC = _Flavour(SyncRedis, SyncSentinel, SyncRedisCluster, SyncClusterNode, SyncRetry)
+
+
+def _client(settings: RedisSettings, flavour: _Flavour) -> Any:
     url = settings.url
     parts = urlsplit(url)
     # No client-side retries (redis-py retries 10 times by default): a failing Redis must cost
-    # one timeout at most, then the tier's breaker decides.
+    # one timeout at most, then the caller's breaker decides.
     common: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout_s,
         "socket_connect_timeout": settings.connect_timeout_s,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": flavour.retry(NoBackoff(), 0),
     }
     if parts.scheme in ("redis", "rediss"):
-        return Redis.from_url(url, max_connections=settings.max_connections, **common)
+        return flavour.redis.from_url(url, max_connections=settings.max_connections, **common)
     password = unquote(parts.password) if parts.password else None
     username = unquote(parts.username) if parts.username and parts.password else None
     if parts.scheme == "redis+sentinel":
@@ -109,7 +138,7 @@ def connect(settings: RedisSettings) -> Any:
                 "a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster/0"
             )
         service, db = path[0], int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = flavour.sentinel(
             url_hosts(parts, 26379, "redis_url", _EXAMPLE),
             sentinel_kwargs=common,
             password=password,
@@ -119,9 +148,9 @@ def connect(settings: RedisSettings) -> Any:
         )
         return sentinel.master_for(service)
     nodes = [
-        ClusterNode(host, port) for host, port in url_hosts(parts, 6379, "redis_url", _EXAMPLE)
+        flavour.node(host, port) for host, port in url_hosts(parts, 6379, "redis_url", _EXAMPLE)
     ]
-    return RedisCluster(
+    return flavour.cluster(
         startup_nodes=nodes,
         password=password,
         username=username,

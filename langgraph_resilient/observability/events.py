@@ -62,9 +62,9 @@ class EventKind(StrEnum):
     - ``FEATURE_DISABLED``: a call was skipped because its feature is off. detail: ``feature``,
       ``fallback`` (bool).
     - ``DEGRADATION_LEVEL``: the service level changed. source = "degradation"; detail:
-      ``old``, ``new`` (``ServiceLevel``), ``reason``.
+      ``old``, ``new`` (``ServiceLevel``), ``reason``, ``manager`` (the ``DegradationManager``).
     - ``FEATURE_TOGGLED``: a feature was switched on or off. source = feature name; detail:
-      ``enabled``, ``reason``.
+      ``enabled``, ``reason``, ``manager``.
     - ``HEALTH_CHECK``: a health check changed between healthy and unhealthy (after
       hysteresis). source = check name; detail: ``healthy``, ``error``.
 

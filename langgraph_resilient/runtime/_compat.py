@@ -6,7 +6,6 @@ to update when it does (tests/runtime/test_graph_interop.py exercises each of th
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ from langgraph._internal._constants import (
 )
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.errors import GraphBubbleUp
+from langgraph.pregel._read import DEFAULT_BOUND
 from langgraph.pregel._retry import _reset_interrupt_counter, _should_retry_on
 from langgraph.pregel._utils import _runnable_has_native_async
 from langgraph.pregel.protocol import StreamProtocol
@@ -30,7 +30,7 @@ from langgraph.types import RetryPolicy
 
 __all__ = [
     "CONF",
-    "PASS_THROUGH",
+    "DEFAULT_BOUND",
     "GraphBubbleUp",
     "RetryPolicy",
     "RunnableCallable",
@@ -40,9 +40,6 @@ __all__ = [
     "native_will_retry",
     "retry_config",
 ]
-
-#: Exceptions the middleware never touches: LangGraph control flow and cancellation.
-PASS_THROUGH: tuple[type[BaseException], ...] = (GraphBubbleUp, asyncio.CancelledError)
 
 
 def has_native_async(runnable: Any) -> bool:

@@ -28,26 +28,23 @@ import os
 import threading
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import redis as redis_sync
-import redis.asyncio as redis_async
-from redis.asyncio.retry import Retry as AsyncRedisRetry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry as RedisRetry
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from langgraph_resilient.observability.events import EventKind
-from langgraph_resilient.runtime.breaker import CircuitState, _Transition
-
-if TYPE_CHECKING:
-    from langgraph_resilient.runtime.breaker import CircuitBreaker
+from langgraph_resilient._redis.client import RedisSettings, connect, connect_sync
+from langgraph_resilient.runtime.breaker_state import (
+    BreakerSettings,
+    CircuitState,
+    LocalBreaker,
+    Transition,
+)
 
 __all__ = ["RedisBreakerBackend"]
 
 logger = logging.getLogger(__name__)
 
-_BACKEND_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+_BACKEND_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 
 # Admit a call. KEYS: state, window, probes. ARGV: probe id, half_open_max_calls,
 # probe_ttl_ms, key_ttl_ms. Returns {allowed 0/1, state, retry_after_ms (-1 unknown),
@@ -200,7 +197,9 @@ class RedisBreakerBackend:
 
     def __init__(
         self,
-        breaker: CircuitBreaker,
+        name: str,
+        settings: BreakerSettings,
+        local: LocalBreaker,
         *,
         url: str | None,
         client: Any,
@@ -210,11 +209,21 @@ class RedisBreakerBackend:
         retry_s: float,
         key_ttl_s: float,
     ) -> None:
-        self.breaker = breaker
+        self.name = name
+        self.settings = settings
+        self.local = local
+        """The state machine used while Redis is unreachable (seeded from Redis's state)."""
         self.url = url
+        # The package's one client factory (plain, TLS, Sentinel and Cluster URLs), without
+        # client-side retries: a breaker must learn of trouble at once.
+        self._settings = (
+            None
+            if url is None
+            else RedisSettings(url=url, socket_timeout_s=timeout_s, connect_timeout_s=timeout_s)
+        )
         self.timeout_s = timeout_s
         self.retry_s = retry_s
-        base = f"{prefix}breaker:{{{breaker.name}}}"
+        base = f"{prefix}breaker:{{{name}}}"
         self.keys = [f"{base}:state", f"{base}:window", f"{base}:probes"]
         self.key_ttl_ms = int(key_ttl_s * 1000)
         self._client = client
@@ -228,7 +237,7 @@ class RedisBreakerBackend:
         self._observed_open_left_s = 0.0
         self._probe_ids = itertools.count(1)
         self._probe_prefix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}-"
-        b = breaker
+        b = settings
         self._record_args = [
             b.window,
             b.window_size,
@@ -245,33 +254,22 @@ class RedisBreakerBackend:
 
     def _sync_client(self) -> Any:
         if self._client is None:
-            if self.url is None:
+            if self._settings is None:
                 raise RedisError("this breaker was given only an async Redis client")
             with self._lock:
                 if self._client is None:
-                    # No client-side retries: a breaker must learn of trouble at once.
-                    self._client = redis_sync.Redis.from_url(
-                        self.url,
-                        socket_timeout=self.timeout_s,
-                        socket_connect_timeout=self.timeout_s,
-                        retry=RedisRetry(NoBackoff(), 0),
-                    )
+                    self._client = connect_sync(self._settings)
         return self._client
 
     def _async_client(self) -> Any:
         if self._aclient is not None:
             return self._aclient
-        if self.url is None:
+        if self._settings is None:
             raise RedisError("this breaker was given only a sync Redis client")
         loop = asyncio.get_running_loop()
         client = self._aclients.get(loop)
         if client is None:
-            client = self._aclients[loop] = redis_async.Redis.from_url(
-                self.url,
-                socket_timeout=self.timeout_s,
-                socket_connect_timeout=self.timeout_s,
-                retry=AsyncRedisRetry(NoBackoff(), 0),
-            )
+            client = self._aclients[loop] = connect(self._settings)
         return client
 
     @staticmethod
@@ -296,33 +294,26 @@ class RedisBreakerBackend:
         down_until = self._down_until
         if down_until is None:
             return True
-        return self.breaker.clock.monotonic() >= down_until
+        return self.local.clock.monotonic() >= down_until
 
     def _went_down(self, exc: BaseException) -> None:
         first = self._down_until is None
-        self._down_until = self.breaker.clock.monotonic() + self.retry_s
+        self._down_until = self.local.clock.monotonic() + self.retry_s
         if first:
             logger.warning(
                 "circuit breaker %r: Redis unavailable (%s); using local state for %.1fs",
-                self.breaker.name,
+                self.name,
                 exc,
                 self.retry_s,
             )
-            self.breaker._seed_local(self._observed, self._observed_open_left_s)
-            self.breaker.events.publish(
-                EventKind.BREAKER_BACKEND,
-                self.breaker.name,
-                backend="local",
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            self.local.seed(self._observed, self._observed_open_left_s)
+            self.local.signals.backend("local", f"{type(exc).__name__}: {exc}")
 
     def _came_back(self) -> None:
         if self._down_until is not None:
             self._down_until = None
-            logger.info("circuit breaker %r: Redis is back", self.breaker.name)
-            self.breaker.events.publish(
-                EventKind.BREAKER_BACKEND, self.breaker.name, backend="redis", error=None
-            )
+            logger.info("circuit breaker %r: Redis is back", self.name)
+            self.local.signals.backend("redis", None)
 
     def _observe(self, state: CircuitState, previous: str, reason: str) -> None:
         old = self._observed
@@ -330,8 +321,8 @@ class RedisBreakerBackend:
         if state is not CircuitState.OPEN:
             self._observed_open_left_s = 0.0
         if old is not state:
-            self.breaker._emit(
-                _Transition(old, state, reason or ("remote" if not previous else "redis")),
+            self.local.signals.transition(
+                Transition(old, state, reason or ("remote" if not previous else "redis")),
                 "redis",
             )
 
@@ -345,14 +336,14 @@ class RedisBreakerBackend:
             self._observed_open_left_s = retry_after
         self._observe(state, _text(previous), "open_period_elapsed" if previous else "")
         if not int(allowed):
-            self.breaker._reject(node, state, retry_after)
+            self.local.signals.reject(node, state, retry_after)
         return probe_id if state is CircuitState.HALF_OPEN else ""
 
     def _after_record(self, result: Any) -> None:
         state_raw, previous, reason = result
         state = CircuitState(_text(state_raw))
         if state is CircuitState.OPEN:
-            self._observed_open_left_s = self.breaker.open_for_s
+            self._observed_open_left_s = self.settings.open_for_s
         self._observe(state, _text(previous), _text(reason))
 
     def _new_probe_id(self) -> str:
@@ -362,22 +353,20 @@ class RedisBreakerBackend:
 
     def acquire(self, node: str) -> Any:
         if not self._usable():
-            return self.breaker._local_acquire(node)
+            return self.local.acquire(node)
         probe_id = self._new_probe_id()
         try:
             client = self._sync_client()
             result = self._eval(client, ACQUIRE, self.keys, [probe_id, *self._acquire_args])
         except _BACKEND_ERRORS as exc:
             self._went_down(exc)
-            return self.breaker._local_acquire(node)
+            return self.local.acquire(node)
         self._came_back()
         return self._after_acquire(node, probe_id, result)
 
     def record(self, permit: Any, failed: int, slow: int) -> None:
         if not isinstance(permit, str) or not self._usable():
-            self.breaker._local_record(
-                permit if not isinstance(permit, str) else None, failed, slow
-            )
+            self.local.record(permit if not isinstance(permit, str) else None, failed, slow)
             return
         try:
             client = self._sync_client()
@@ -386,14 +375,14 @@ class RedisBreakerBackend:
             )
         except _BACKEND_ERRORS as exc:
             self._went_down(exc)
-            self.breaker._local_record(None, failed, slow)
+            self.local.record(None, failed, slow)
             return
         self._came_back()
         self._after_record(result)
 
     def release(self, permit: Any) -> None:
         if not isinstance(permit, str):
-            self.breaker._local_release(permit)
+            self.local.release(permit)
             return
         if not permit or not self._usable():
             return
@@ -402,16 +391,20 @@ class RedisBreakerBackend:
         except _BACKEND_ERRORS as exc:
             self._went_down(exc)
 
-    def force(self, target: str, open_for_s: float) -> None:
+    def force(self, target: CircuitState, open_for_s: float) -> None:
+        """Manual control, in Redis and in the local fallback alike."""
         try:
             client = self._sync_client()
-            self._eval(client, FORCE, self.keys, [target, int(open_for_s * 1000), self.key_ttl_ms])
+            self._eval(
+                client, FORCE, self.keys, [target.value, int(open_for_s * 1000), self.key_ttl_ms]
+            )
         except _BACKEND_ERRORS as exc:
             self._went_down(exc)
-            return
-        self._came_back()
-        self._observed = CircuitState(target)
-        self._observed_open_left_s = open_for_s if target == "open" else 0.0
+        else:
+            self._came_back()
+            self._observed = target
+            self._observed_open_left_s = open_for_s if target is CircuitState.OPEN else 0.0
+        self.local.set(target, "manual", open_for_s)
 
     def read_state(self) -> CircuitState | None:
         if not self._usable():
@@ -429,22 +422,20 @@ class RedisBreakerBackend:
 
     async def aacquire(self, node: str) -> Any:
         if not self._usable():
-            return self.breaker._local_acquire(node)
+            return self.local.acquire(node)
         probe_id = self._new_probe_id()
         try:
             client = self._async_client()
             result = await self._aeval(client, ACQUIRE, self.keys, [probe_id, *self._acquire_args])
         except _BACKEND_ERRORS as exc:
             self._went_down(exc)
-            return self.breaker._local_acquire(node)
+            return self.local.acquire(node)
         self._came_back()
         return self._after_acquire(node, probe_id, result)
 
     async def arecord(self, permit: Any, failed: int, slow: int) -> None:
         if not isinstance(permit, str) or not self._usable():
-            self.breaker._local_record(
-                permit if not isinstance(permit, str) else None, failed, slow
-            )
+            self.local.record(permit if not isinstance(permit, str) else None, failed, slow)
             return
         try:
             client = self._async_client()
@@ -453,14 +444,14 @@ class RedisBreakerBackend:
             )
         except _BACKEND_ERRORS as exc:
             self._went_down(exc)
-            self.breaker._local_record(None, failed, slow)
+            self.local.record(None, failed, slow)
             return
         self._came_back()
         self._after_record(result)
 
     async def arelease(self, permit: Any) -> None:
         if not isinstance(permit, str):
-            self.breaker._local_release(permit)
+            self.local.release(permit)
             return
         if not permit or not self._usable():
             return
@@ -475,7 +466,7 @@ class RedisBreakerBackend:
         If even that fails, the probe expires after ``probe_ttl_s``.
         """
         if not isinstance(permit, str):
-            self.breaker._local_release(permit)
+            self.local.release(permit)
             return
         if not permit:
             return

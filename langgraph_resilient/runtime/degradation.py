@@ -3,7 +3,6 @@ unhealthy, and back on when it recovers."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Mapping
 from enum import IntEnum
@@ -11,8 +10,6 @@ from enum import IntEnum
 from langgraph_resilient.observability.events import EventBus, EventKind, ResilienceEvent
 
 __all__ = ["DegradationManager", "ServiceLevel"]
-
-logger = logging.getLogger(__name__)
 
 
 class ServiceLevel(IntEnum):
@@ -44,8 +41,8 @@ class DegradationManager:
             ``FULL``: unknown features are the first to go).
         events: event bus for ``DEGRADATION_LEVEL`` and ``FEATURE_TOGGLED`` events.
 
-    The level is set by you (:meth:`set_level`) or by a ``HealthChecker``. Listeners added
-    with :meth:`add_listener` receive every such event of this manager.
+    The level is set by you (:meth:`set_level`) or by a ``HealthChecker``. Every change is
+    published on ``events``; :meth:`add_listener` subscribes to this manager's events there.
     """
 
     def __init__(
@@ -63,7 +60,6 @@ class DegradationManager:
         self._level = ServiceLevel(level)
         self.unknown_feature_level = ServiceLevel(unknown_feature_level)
         self._overrides: dict[str, bool] = {}
-        self._listeners: tuple[Callable[[ResilienceEvent], None], ...] = ()
         self.events = events or EventBus.default()
         #: Names of features switched off right now (read on every guarded call).
         self.disabled: frozenset[str] = frozenset()
@@ -109,7 +105,7 @@ class DegradationManager:
             ResilienceEvent(
                 EventKind.DEGRADATION_LEVEL,
                 "degradation",
-                {"old": old, "new": level, "reason": reason},
+                {"old": old, "new": level, "reason": reason, "manager": self},
             )
         )
         self._announce_toggles(before, after, reason)
@@ -133,18 +129,14 @@ class DegradationManager:
         self._announce_toggles(before, after, reason)
 
     def add_listener(self, listener: Callable[[ResilienceEvent], None]) -> Callable[[], None]:
-        """Call ``listener(event)`` on level changes and feature toggles; returns a remover."""
-        with self._lock:
-            self._listeners = (*self._listeners, listener)
+        """Call ``listener(event)`` on this manager's level changes and feature toggles (a
+        subscription to its event bus, filtered); returns a remover."""
 
-        def remove() -> None:
-            with self._lock:
-                items = list(self._listeners)
-                if listener in items:
-                    items.remove(listener)
-                self._listeners = tuple(items)
+        def mine(event: ResilienceEvent) -> None:
+            if event.detail.get("manager") is self:
+                listener(event)
 
-        return remove
+        return self.events.subscribe(mine)
 
     # ------------------------------------------------------------------ internals
 
@@ -178,15 +170,12 @@ class DegradationManager:
             if before.get(name, True) != enabled:
                 self._notify(
                     ResilienceEvent(
-                        EventKind.FEATURE_TOGGLED, name, {"enabled": enabled, "reason": reason}
+                        EventKind.FEATURE_TOGGLED,
+                        name,
+                        {"enabled": enabled, "reason": reason, "manager": self},
                     )
                 )
 
     def _notify(self, event: ResilienceEvent) -> None:
         if self.events.active:
             self.events.emit(event)
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:
-                logger.exception("degradation listener %r failed", listener)

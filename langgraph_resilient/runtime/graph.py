@@ -11,10 +11,14 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config
 from langgraph.graph.state import StateGraph
 from langgraph.pregel import Pregel
-from langgraph.pregel._read import DEFAULT_BOUND
 
 from langgraph_resilient.errors import ConfigurationError
-from langgraph_resilient.runtime._compat import RetryPolicy, RunnableCallable, has_native_async
+from langgraph_resilient.runtime._compat import (
+    DEFAULT_BOUND,
+    RetryPolicy,
+    RunnableCallable,
+    has_native_async,
+)
 from langgraph_resilient.runtime.degradation import DegradationManager
 from langgraph_resilient.runtime.policy import (
     AsyncCall,

@@ -107,13 +107,17 @@ class HealthChecker:
         name: str = "redis",
         degrades_to: ServiceLevel = ServiceLevel.DEGRADED,
     ) -> None:
-        """Check a Redis server with ``PING`` (a fresh connection per round)."""
-        import redis.asyncio as redis_async
+        """Check Redis with ``PING`` (a fresh connection per round). ``url`` takes every form
+        the saver's ``redis_url`` takes: ``redis://``, ``rediss://``, ``redis+sentinel://``
+        (the current master) and ``redis+cluster://``."""
+        from langgraph_resilient._redis.client import RedisSettings, connect
+
+        settings = RedisSettings(
+            url=url, socket_timeout_s=self.timeout_s, connect_timeout_s=self.timeout_s
+        )
 
         async def ping_redis() -> bool:
-            client = redis_async.Redis.from_url(
-                url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
-            )
+            client = connect(settings)
             try:
                 return bool(await client.ping())
             finally:

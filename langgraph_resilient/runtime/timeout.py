@@ -1,8 +1,8 @@
 """``Timeout``: a limit on each attempt, for async and sync nodes alike.
 
-Async work is cancelled when its time is up (``asyncio.timeout``). Sync work cannot be
-cancelled in Python, so a sync node under a ``Timeout`` runs on a worker thread while the
-caller waits with a deadline; when the deadline passes the caller gets ``NodeTimeoutError``
+Async work is cancelled when its time is up (one timer per duration: :class:`DeadlineQueue`).
+Sync work cannot be cancelled in Python, so a sync node under a ``Timeout`` runs on a worker
+thread while the caller waits with a deadline; when the deadline passes the caller gets ``NodeTimeoutError``
 and the thread is *abandoned*, not killed: it runs on until the node's code returns, holding
 whatever it holds (a socket, a lock, memory). Anything it writes or streams after the timeout
 is dropped (the middleware closes its send/stream/writer hooks), and its return value is

@@ -107,18 +107,8 @@ async def _run_on(
 
 
 @pytest.fixture
-def sentinel() -> Iterator[RedisSentinelServers]:
-    yield from running(RedisSentinelServers("mymaster"))
-
-
-@pytest.fixture
 def sentinel_with_replica() -> Iterator[RedisSentinelServers]:
     yield from running(RedisSentinelServers("mymaster", replica=True, down_after_ms=1000))
-
-
-@pytest.fixture
-def cluster() -> Iterator[RedisClusterServers]:
-    yield from running(RedisClusterServers(3))
 
 
 @pytest.fixture

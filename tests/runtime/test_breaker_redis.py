@@ -24,13 +24,17 @@ from langgraph_resilient import (
     CircuitBreaker,
     CircuitOpenError,
     CircuitState,
+    DegradationManager,
     EventBus,
     EventKind,
+    HealthChecker,
     ManualClock,
     ResiliencePolicy,
+    ServiceLevel,
 )
 from tests.conftest import REDIS_URL
 from tests.runtime.conftest import Recorder
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -263,7 +267,7 @@ def test_falls_back_to_local_state_when_redis_is_down(
         clock=clock,
         events=bus,
     )
-    backend: Any = breaker._shared
+    backend: Any = breaker._backend
     real_client = backend._sync_client()
     breaker.on_failure(breaker.acquire(), ConnectionError(), 0.0)
     breaker.on_failure(breaker.acquire(), ConnectionError(), 0.0)  # opens in Redis
@@ -305,3 +309,30 @@ async def test_async_failover_with_an_unreachable_redis(name: str, bus: EventBus
             await guarded()
     with pytest.raises(CircuitOpenError):
         await guarded()
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+async def test_shared_breakers_and_health_checks_take_sentinel_and_cluster_urls(
+    topology: str, request: pytest.FixtureRequest, redis_prefix: str
+) -> None:
+    """The breaker's backend and ``HealthChecker.add_redis`` build their clients with the
+    saver's client factory, so every Redis URL form the saver takes works for them too."""
+    servers = request.getfixturevalue(topology)
+    url = servers.url() if topology == "sentinel" else servers.url
+    one = CircuitBreaker("topo", redis_url=url, redis_prefix=redis_prefix, minimum_calls=2,
+                         window_size=2, open_for_s=30)  # fmt: skip
+    other = CircuitBreaker("topo", redis_url=url, redis_prefix=redis_prefix, minimum_calls=2,
+                           window_size=2, open_for_s=30)  # fmt: skip
+    one.on_failure(one.acquire(), ConnectionError(), 0.0)
+    await one.aon_failure(await one.aacquire(), ConnectionError(), 0.0)
+    assert other.state is CircuitState.OPEN, "the other replica sees the state in Redis"
+    with pytest.raises(CircuitOpenError):
+        await other.aacquire()
+    checker = HealthChecker(DegradationManager(), interval_s=60, failures_to_degrade=1)
+    checker.add_redis(url)
+    assert await checker.check_once() is ServiceLevel.FULL
+    # the control: the same kind of URL naming no live server degrades at once
+    dead = HealthChecker(DegradationManager(), timeout_s=0.3, failures_to_degrade=1)
+    scheme = "redis+sentinel" if topology == "sentinel" else "redis+cluster"
+    dead.add_redis(f"{scheme}://127.0.0.1:{free_port()}/mymaster")
+    assert await dead.check_once() is ServiceLevel.DEGRADED
