@@ -2,12 +2,13 @@
 
 Async work is cancelled when its time is up (one timer per duration: :class:`DeadlineQueue`).
 Sync work cannot be cancelled in Python, so a sync node under a ``Timeout`` runs on a worker
-thread while the caller waits with a deadline; when the deadline passes the caller gets ``NodeTimeoutError``
-and the thread is *abandoned*, not killed: it runs on until the node's code returns, holding
-whatever it holds (a socket, a lock, memory). Anything it writes or streams after the timeout
-is dropped (the middleware closes its send/stream/writer hooks), and its return value is
-discarded. Give blocking calls inside sync nodes their own timeouts (HTTP client timeouts, for
-instance) so abandoned threads finish; or make the node async, whose cancellation is real.
+thread while the caller waits with a deadline; when the deadline passes the caller gets
+``NodeTimeoutError`` and the thread is *abandoned*, not killed: it runs on until the node's
+code returns, holding whatever it holds (a socket, a lock, memory). Anything it writes or
+streams after the timeout is dropped (the middleware closes its send/stream/writer hooks), and
+its return value is discarded. Give blocking calls inside sync nodes their own timeouts (HTTP
+client timeouts, for instance) so abandoned threads finish; or make the node async, whose
+cancellation is real.
 
 Why a second thread, and what it costs. The calling thread cannot both run the node and walk
 away from it (Python cannot interrupt a running thread), so the node runs on a worker while
