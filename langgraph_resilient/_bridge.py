@@ -25,11 +25,6 @@ class LoopBridge:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    @property
-    def owns_thread(self) -> bool:
-        """True when the bridge runs its own background loop thread (sync usage)."""
-        return self._thread is not None
-
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Adopt the caller's running loop as home (``async with``)."""
         self.loop = loop

@@ -1,7 +1,27 @@
 """Typed errors raised by langgraph-resilient.
 
 Every error derives from :class:`ResilientError`, so ``except ResilientError`` catches all of
-them. Each message says what went wrong and what to do about it.
+them. Each message says what went wrong and what to do about it. The tree (and the built-in
+each also derives from, so existing ``except`` clauses keep working)::
+
+    ResilientError
+    ├── ConfigurationError (ValueError)        bad settings or arguments; nothing written
+    │   └── InvalidConfigError                 a RunnableConfig without thread_id, wrong types
+    ├── SerializationError (ValueError)        the serde refused a value
+    ├── PayloadTooLargeError (ValueError)      over max_payload_bytes
+    ├── TierUnavailableError (ConnectionError) a tier could not be used; .tier names it
+    │   └── DurableWriteError                  a write was not stored after the bounded retry
+    ├── SchemaVersionError                     database schema newer than the code (or older)
+    ├── SyncCallOnEventLoopError (RuntimeError) a blocking call on the saver's own loop
+    ├── SaverClosedError (RuntimeError)        used outside its with/async with
+    ├── StaleLeaseError                        a write under a lease another worker took over
+    ├── ForkedHistoryError                     under a lease, a checkpoint not on the head
+    ├── LockTimeoutError (TimeoutError)        the lease was not had within wait_s
+    ├── CircuitOpenError                       a breaker rejected the call
+    ├── BulkheadFullError                      a bulkhead had no slot and no queue room
+    ├── RetryBudgetExhaustedError              the retry budget refused a retry
+    ├── NodeTimeoutError (TimeoutError)        a node attempt outlived its Timeout
+    └── FeatureDisabledError                   the node's feature is switched off
 """
 
 from __future__ import annotations
