@@ -16,7 +16,7 @@ import redis
 
 from langgraph_resilient import ResilientSaver, __version__, cli
 from langgraph_resilient.cli import main, parse_age
-from tests.checkpoint.test_retention import _age_thread, _put
+from tests.checkpoint.durable.aging import age_thread, put_checkpoints
 from tests.conftest import REDIS_URL, drop_prefixed_keys, unique_prefix
 
 
@@ -193,9 +193,9 @@ def test_prune_says_what_it_did(tmp_path: Path, capsys: pytest.CaptureFixture[st
     async def seed() -> None:
         async with ResilientSaver.from_urls(sqlite_path=db) as saver:
             for thread_id in ("old-1", "old-2", "old-3", "fresh"):
-                await _put(saver, thread_id)
+                await put_checkpoints(saver, thread_id)
             for thread_id in ("old-1", "old-2", "old-3"):
-                await _age_thread(saver, "sqlite", thread_id, days=40)
+                await age_thread(saver, "sqlite", thread_id, days=40)
 
     asyncio.run(seed())
     prune = ["prune", "--sqlite-path", db, "--older-than"]

@@ -3,19 +3,18 @@ and EncryptedSerializer (no state and no metadata stored in plaintext, filters s
 
 from __future__ import annotations
 
-import operator
 import sqlite3
 from dataclasses import dataclass
-from typing import Annotated, TypedDict
 
 import asyncpg
 import redis.asyncio
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.graph import START, StateGraph
+from langgraph.graph import StateGraph
 
 from langgraph_resilient import ResilientSaver
 from tests.conftest import POSTGRES_URL, REDIS_URL, SaverFactory
+from tests.graphs import Log, appends, chain
 
 SECRET = "zebra-cobalt-4417"
 
@@ -26,15 +25,8 @@ class Point:
     y: int
 
 
-class State(TypedDict):
-    notes: Annotated[list[str], operator.add]
-
-
-def _graph() -> StateGraph[State]:
-    builder = StateGraph(State)
-    builder.add_node("write", lambda s: {"notes": [f"{SECRET}-node"]})
-    builder.add_edge(START, "write")
-    return builder
+def _graph() -> StateGraph[Log]:
+    return chain(("write", appends(f"{SECRET}-node")))
 
 
 async def _raw_bytes(saver: ResilientSaver, backend: str) -> bytes:
@@ -76,9 +68,9 @@ async def test_encrypted_serde_stores_no_plaintext(make_saver: SaverFactory, bac
     saver = await make_saver(serde=serde)
     graph = _graph().compile(checkpointer=saver)
     config = {"configurable": {"thread_id": "enc"}, "metadata": {"tag": SECRET}}
-    await graph.ainvoke({"notes": [f"{SECRET}-input"]}, config)
+    await graph.ainvoke({"log": [f"{SECRET}-input"]}, config)
     state = await graph.aget_state(config)
-    assert state.values["notes"] == [f"{SECRET}-input", f"{SECRET}-node"]
+    assert state.values["log"] == [f"{SECRET}-input", f"{SECRET}-node"]
 
     raw = await _raw_bytes(saver, backend)
     assert raw, "the tables hold data"
@@ -96,7 +88,7 @@ async def test_plaintext_serde_filters_on_the_server_too(saver: ResilientSaver) 
     graph = _graph().compile(checkpointer=saver)
     for i in range(3):
         config = {"configurable": {"thread_id": f"t{i}"}, "metadata": {"user": f"u{i % 2}"}}
-        await graph.ainvoke({"notes": []}, config)
+        await graph.ainvoke({"log": []}, config)
     found = [t async for t in saver.alist(None, filter={"user": "u0", "source": "loop"})]
     assert sorted(t.config["configurable"]["thread_id"] for t in found) == ["t0", "t0", "t2", "t2"]
     limited = [t async for t in saver.alist(None, filter={"user": "u0"}, limit=3)]

@@ -30,6 +30,7 @@ from tests.conftest import (
     SaverFactory,
     backend_kwargs,
 )
+from tests.graphs import chain
 
 
 def new_thread() -> RunnableConfig:
@@ -90,7 +91,7 @@ class ChainState(TypedDict):
 
 
 def chain_builder(calls: Counter[str]) -> StateGraph:
-    """a -> b -> c, each appending its name."""
+    """a -> b -> c, each appending its name to ``items`` and counting its calls."""
 
     def step(name: str) -> Any:
         def node(state: ChainState) -> dict[str, Any]:
@@ -99,14 +100,7 @@ def chain_builder(calls: Counter[str]) -> StateGraph:
 
         return node
 
-    builder = StateGraph(ChainState)
-    for name in ("a", "b", "c"):
-        builder.add_node(name, step(name))
-    builder.add_edge(START, "a")
-    builder.add_edge("a", "b")
-    builder.add_edge("b", "c")
-    builder.add_edge("c", END)
-    return builder
+    return chain(*((name, step(name)) for name in ("a", "b", "c")), state=ChainState)
 
 
 # --------------------------------------------------------------------------- interrupts

@@ -38,6 +38,7 @@ from langgraph_resilient import (
     with_resilience,
 )
 from langgraph_resilient.runtime import ResilientNode
+from tests import graphs
 from tests.runtime.conftest import Recorder
 
 
@@ -77,13 +78,7 @@ class Flaky:
 
 
 def chain(*nodes: tuple[str, Any]) -> StateGraph[Any, Any, Any, Any]:
-    builder: StateGraph[Any, Any, Any, Any] = StateGraph(State)
-    previous = START
-    for name, fn in nodes:
-        builder.add_node(name, fn)
-        builder.add_edge(previous, name)
-        previous = name
-    return builder
+    return graphs.chain(*nodes, state=State)
 
 
 # ---------------------------------------------------------------------- basics

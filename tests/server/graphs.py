@@ -6,8 +6,9 @@ import asyncio
 import operator
 from typing import Annotated, Any
 
-from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
+
+from tests.graphs import chain
 
 
 class Slow(TypedDict, total=False):
@@ -25,13 +26,8 @@ def _sleeper(name: str) -> Any:
     return node
 
 
-builder = StateGraph(Slow)
-for step in ("first", "second", "third"):
-    builder.add_node(step, _sleeper(step))
-builder.add_edge(START, "first")
-builder.add_edge("first", "second")
-builder.add_edge("second", "third")
-builder.add_edge("third", END)
-slow = builder.compile()
+slow = chain(
+    *((step, _sleeper(step)) for step in ("first", "second", "third")), state=Slow
+).compile()
 """Three steps that each sleep ``delay`` seconds and append their name to ``log`` (and
 raise ``ValueError`` when ``log`` holds ``"boom"``)."""

@@ -3,65 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
-from langgraph.checkpoint.base import empty_checkpoint
 
 from langgraph_resilient import ConfigurationError, ResilientSaver
 from langgraph_resilient.cli import main, parse_age
+from tests.checkpoint.durable.aging import age_thread, put_checkpoints
 from tests.conftest import POSTGRES_URL, SaverFactory, drop_prefixed_tables, unique_prefix
-
-
-async def _age_thread(saver: ResilientSaver, backend: str, thread_id: str, days: int) -> None:
-    """Make a thread's checkpoints look ``days`` old (the tests cannot wait that long)."""
-    table = f"{saver.settings.prefix}checkpoints"
-    if backend == "sqlite":
-        with sqlite3.connect(saver.store.path) as conn:  # type: ignore[attr-defined]
-            conn.execute(
-                f"UPDATE {table} SET created_at = created_at - ? WHERE thread_id = ?",
-                (days * 86400, thread_id),
-            )
-        return
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(
-            f"UPDATE {table} SET created_at = created_at - make_interval(days => $1) "
-            "WHERE thread_id = $2",
-            days,
-            thread_id,
-        )
-    finally:
-        await conn.close()
-
-
-async def _put(saver: ResilientSaver, thread_id: str, n: int = 2) -> None:
-    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-    for i in range(n):
-        cp = dict(empty_checkpoint())
-        cp["channel_values"] = {"v": i}
-        cp["channel_versions"] = {"v": str(i)}
-        config = await saver.aput(config, cp, {"step": i}, {"v": str(i)})  # type: ignore[arg-type]
 
 
 async def test_prune_older_than_in_batches(make_saver: SaverFactory, backend: str) -> None:
     saver = await make_saver()
     old = [f"old-{i}" for i in range(7)]
     for tid in [*old, "fresh-1", "fresh-2"]:
-        await _put(saver, tid)
+        await put_checkpoints(saver, tid)
     for tid in old:
-        await _age_thread(saver, backend, tid, days=40)
+        await age_thread(saver, backend, tid, days=40)
 
     assert await saver.aprune_older_than(timedelta(days=30), batch_size=3) == 7
     remaining = {t.config["configurable"]["thread_id"] async for t in saver.alist(None)}
     assert remaining == {"fresh-1", "fresh-2"}
     assert await saver.aprune_older_than(timedelta(days=30)) == 0
 
-    await _put(saver, "old-kept", n=3)
-    await _age_thread(saver, backend, "old-kept", days=40)
+    await put_checkpoints(saver, "old-kept", n=3)
+    await age_thread(saver, backend, "old-kept", days=40)
     assert await saver.aprune_older_than(timedelta(days=30), strategy="keep_latest") == 1
     kept = [t async for t in saver.alist({"configurable": {"thread_id": "old-kept"}})]
     assert len(kept) == 1 and kept[0].metadata["step"] == 2
@@ -79,9 +46,9 @@ def test_cli_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
     async def seed() -> None:
         async with ResilientSaver.from_urls(postgres_url=POSTGRES_URL, prefix=prefix) as saver:
-            await _put(saver, "idle")
-            await _put(saver, "active")
-            await _age_thread(saver, "postgres", "idle", days=10)
+            await put_checkpoints(saver, "idle")
+            await put_checkpoints(saver, "active")
+            await age_thread(saver, "postgres", "idle", days=10)
 
     try:
         asyncio.run(seed())

@@ -4,19 +4,19 @@ and graphs that keep running while Redis is stopped or frozen (private Redis ser
 from __future__ import annotations
 
 import asyncio
-import operator
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 import pytest
 import redis.asyncio
 from langgraph.checkpoint.base import empty_checkpoint
-from langgraph.graph import START, StateGraph
 from prometheus_client import REGISTRY
 
 from langgraph_resilient import ResilientSaver
 from langgraph_resilient.checkpoint.convert import checkpoint_record
 from langgraph_resilient.checkpoint.records import Batch
 from tests.conftest import POSTGRES_URL
+from tests.graphs import final_states, run_turns, turn_graph
+from tests.probes import RedisRequests, log_postgres_statements
 from tests.servers import RedisServer
 
 
@@ -25,42 +25,6 @@ def _cp(i: int) -> dict[str, Any]:
     cp["channel_values"] = {"a": i, "b": f"value {i}"}
     cp["channel_versions"] = {"a": str(i), "b": str(i)}
     return cp
-
-
-class RedisRequests:
-    """Counts the requests Redis receives from clients (MONITOR, not counting Lua's own calls)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.commands: list[str] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> RedisRequests:
-        client = redis.asyncio.Redis.from_url(self.url)
-        ready = asyncio.Event()
-
-        async def listen() -> None:
-            async with client.monitor() as monitor:
-                ready.set()
-                async for event in monitor.listen():
-                    if event.get("client_type") != "lua" and "lua" not in str(
-                        event.get("client_address", "")
-                    ):
-                        self.commands.append(str(event["command"]).split()[0].upper())
-
-        self._task = asyncio.create_task(listen())
-        await ready.wait()
-        await asyncio.sleep(0.05)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.sleep(0.05)
-        assert self._task is not None
-        self._task.cancel()
-
-    def take(self) -> list[str]:
-        taken, self.commands = self.commands, []
-        return taken
 
 
 async def test_round_trips_of_a_warm_head_read_and_of_a_put(
@@ -79,12 +43,7 @@ async def test_round_trips_of_a_warm_head_read_and_of_a_put(
         first = await saver.aput(config, _cp(1), {}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
         await saver.aput_writes(first, [("a", 5)], "task")
         assert await saver.aget_tuple(config) is not None  # type: ignore[arg-type]
-        pg: list[str] = []
-        connections = saver.store.writer_connections()  # type: ignore[attr-defined]
-        async with saver.store.pool.acquire() as conn:  # type: ignore[attr-defined]
-            conn.add_query_logger(lambda record: pg.append(record.query))
-        for conn in connections:
-            conn.add_query_logger(lambda record: pg.append(record.query))
+        pg = await log_postgres_statements(saver)
 
         async with RedisRequests(fresh_redis.url) as requests:
             await asyncio.sleep(0.1)
@@ -112,17 +71,6 @@ async def test_round_trips_of_a_warm_head_read_and_of_a_put(
             assert pg == [] and requests.take() == ["EVALSHA"]
 
 
-class Turns(TypedDict):
-    turns: Annotated[list[str], operator.add]
-
-
-def _turn_graph() -> StateGraph[Turns]:
-    builder = StateGraph(Turns)
-    builder.add_node("step", lambda s: {"turns": [f"reply {len(s['turns'])}"]})
-    builder.add_edge(START, "step")
-    return builder
-
-
 async def test_a_replica_sees_the_other_replicas_writes_and_deletes(
     fresh_redis: RedisServer, prefix: str
 ) -> None:
@@ -131,12 +79,12 @@ async def test_a_replica_sees_the_other_replicas_writes_and_deletes(
         ResilientSaver.from_urls(**kwargs) as one,  # type: ignore[arg-type]
         ResilientSaver.from_urls(**kwargs) as two,  # type: ignore[arg-type]
     ):
-        graphs = [_turn_graph().compile(checkpointer=s) for s in (one, two)]
+        graphs = [turn_graph().compile(checkpointer=s) for s in (one, two)]
         config = {"configurable": {"thread_id": "shared"}}
         for turn in range(8):
             graph = graphs[turn % 2]
-            state = await graph.ainvoke({"turns": [f"user {turn}"]}, config)
-            assert len(state["turns"]) == 2 * (turn + 1), "every turn sees the previous one"
+            state = await graph.ainvoke({"log": [f"user {turn}"]}, config)
+            assert len(state["log"]) == 2 * (turn + 1), "every turn sees the previous one"
         writes_seen = await two.aget_tuple(config)  # type: ignore[arg-type]
         assert writes_seen is not None
 
@@ -175,20 +123,6 @@ async def test_corrupt_and_foreign_entries_are_dropped_and_reread(
         assert again is not None and again.checkpoint["channel_values"] == {"a": 1, "b": "value 1"}
 
 
-async def _run_turns(graph: Any, threads: int, turns: range) -> None:
-    for turn in turns:
-        for t in range(threads):
-            config = {"configurable": {"thread_id": f"t{t}"}}
-            await graph.ainvoke({"turns": [f"user {turn}"]}, config)
-
-
-async def _final_states(graph: Any, threads: int) -> list[list[str]]:
-    return [
-        (await graph.aget_state({"configurable": {"thread_id": f"t{t}"}})).values["turns"]
-        for t in range(threads)
-    ]
-
-
 def _cache_hits() -> float:
     return (
         REGISTRY.get_sample_value("langgraph_checkpoint_cache_reads_total", {"result": "hit"})
@@ -211,17 +145,17 @@ async def test_redis_stopped_mid_run_no_invocation_fails(
     async with ResilientSaver.from_urls(
         postgres_url=POSTGRES_URL, redis_url=fresh_redis.url, prefix=prefix
     ) as saver:
-        graph = _turn_graph().compile(checkpointer=saver)
-        await _run_turns(graph, 3, range(3))
+        graph = turn_graph().compile(checkpointer=saver)
+        await run_turns(graph, 3, range(3))
         fresh_redis.stop()
-        await _run_turns(graph, 3, range(3, 7))
+        await run_turns(graph, 3, range(3, 7))
         assert saver.tiers.redis is not None and saver.tiers.redis.breaker.is_open
         fresh_redis.start()  # same port, empty: a restart without persistence
         await asyncio.sleep(saver.tiers.redis.breaker.open_for_s)
-        await _run_turns(graph, 3, range(7, 10))
+        await run_turns(graph, 3, range(7, 10))
         assert not saver.tiers.redis.breaker.is_open, "Redis is used again"
         assert await _redis_keys(fresh_redis.url, prefix) > 0
-        states = await _final_states(graph, 3)
+        states = await final_states(graph, 3)
     expected = [x for turn in range(10) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
     assert states == [expected] * 3, "state identical to a run without the fault"
 
@@ -235,11 +169,11 @@ async def test_a_saver_started_without_redis_uses_it_once_it_is_up(
         postgres_url=POSTGRES_URL, redis_url=fresh_redis.url, prefix=prefix
     ) as saver:
         assert saver.tiers.redis is not None and saver.tiers.redis.breaker.is_open
-        graph = _turn_graph().compile(checkpointer=saver)
-        await _run_turns(graph, 2, range(2))
+        graph = turn_graph().compile(checkpointer=saver)
+        await run_turns(graph, 2, range(2))
         fresh_redis.start()
         await asyncio.sleep(saver.tiers.redis.breaker.open_for_s)
-        await _run_turns(graph, 2, range(2, 4))
+        await run_turns(graph, 2, range(2, 4))
         assert not saver.tiers.redis.breaker.is_open, "Redis is used once it answers"
         assert await _redis_keys(fresh_redis.url, prefix) > 0
         hits = REGISTRY.get_sample_value(
@@ -250,7 +184,7 @@ async def test_a_saver_started_without_redis_uses_it_once_it_is_up(
             "langgraph_checkpoint_cache_reads_total", {"result": "hit"}
         )
         assert head is not None and after == (hits or 0) + 1, "a head read is served by the cache"
-        states = await _final_states(graph, 2)
+        states = await final_states(graph, 2)
     expected = [x for turn in range(4) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
     assert states == [expected] * 2
 
@@ -269,25 +203,25 @@ async def test_redis_frozen_mid_run_no_invocation_fails_and_no_stale_head(
         ResilientSaver.from_urls(**kwargs) as saver,
         ResilientSaver.from_urls(**kwargs) as other,
     ):
-        graph = _turn_graph().compile(checkpointer=saver)
-        other_graph = _turn_graph().compile(checkpointer=other)
-        await _run_turns(graph, 2, range(3))
-        assert len(await _final_states(other_graph, 2)) == 2  # the other replica is warm
+        graph = turn_graph().compile(checkpointer=saver)
+        other_graph = turn_graph().compile(checkpointer=other)
+        await run_turns(graph, 2, range(3))
+        assert len(await final_states(other_graph, 2)) == 2  # the other replica is warm
         fresh_redis.freeze()
         try:
-            await _run_turns(graph, 2, range(3, 6))
+            await run_turns(graph, 2, range(3, 6))
         finally:
             fresh_redis.thaw()
         assert saver.tiers.redis is not None and saver.tiers.redis.breaker.is_open
         # the other replica never saw the outage: its periodic repair catches up
         await asyncio.sleep(other.tiers.redis.link.repair_interval_s * 2.5)  # type: ignore[union-attr]
         expected = [x for turn in range(6) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
-        assert await _final_states(other_graph, 2) == [expected] * 2, "no stale head"
+        assert await final_states(other_graph, 2) == [expected] * 2, "no stale head"
         await asyncio.sleep(saver.tiers.redis.breaker.open_for_s)
-        await _run_turns(graph, 2, range(6, 8))
+        await run_turns(graph, 2, range(6, 8))
         assert not saver.tiers.redis.breaker.is_open, "Redis is used again"
         expected = [x for turn in range(8) for x in (f"user {turn}", f"reply {2 * turn + 1}")]
-        assert await _final_states(other_graph, 2) == [expected] * 2
+        assert await final_states(other_graph, 2) == [expected] * 2
 
 
 async def test_a_delete_between_commit_and_publish_does_not_resurrect_the_thread(

@@ -22,8 +22,8 @@ from prometheus_client import REGISTRY
 
 from langgraph_resilient import ResilientSaver, TierUnavailableError
 from langgraph_resilient._redis.wire import PipelineScripts, WireScripts
-from tests.checkpoint.test_tiers import _final_states, _run_turns, _turn_graph
 from tests.conftest import POSTGRES_URL
+from tests.graphs import final_states, run_turns, turn_graph
 from tests.servers import (
     RedisClusterServers,
     RedisSentinelServers,
@@ -83,14 +83,14 @@ async def _run_on(
         tier = saver.tiers.redis
         assert tier is not None and saver.redis is not None
         assert isinstance(tier.link._scripts, runner), type(tier.link._scripts)
-        graph = _turn_graph().compile(checkpointer=saver)
-        await _run_turns(graph, threads, range(TURNS))
-        assert await _final_states(graph, threads) == [expected] * threads
+        graph = turn_graph().compile(checkpointer=saver)
+        await run_turns(graph, threads, range(TURNS))
+        assert await final_states(graph, threads) == [expected] * threads
 
         for t in range(threads):
             hits = _hits()
             head = await saver.aget_tuple({"configurable": {"thread_id": f"t{t}"}})
-            assert head is not None and head.checkpoint["channel_values"]["turns"] == expected
+            assert head is not None and head.checkpoint["channel_values"]["log"] == expected
             assert _hits() == hits + 1, f"a warm head read of t{t} is a cache hit"
         assert not tier.breaker.is_open
 
@@ -100,7 +100,7 @@ async def _run_on(
         for t in range(threads):
             hits = _hits()
             head = await cold.aget_tuple({"configurable": {"thread_id": f"t{t}"}})
-            assert head is not None and head.checkpoint["channel_values"]["turns"] == expected
+            assert head is not None and head.checkpoint["channel_values"]["log"] == expected
             assert _hits() == hits + 1, f"a cold replica's head read of t{t} is served by Redis"
         assert not cold.tiers.redis.breaker.is_open
     assert _redis_failures() == failures, "no Redis call failed"
@@ -162,7 +162,7 @@ async def _invoke_turns(graph: Any, thread_ids: list[str], turns: range, failed:
         for thread_id in thread_ids:
             config = {"configurable": {"thread_id": thread_id}}
             try:
-                await graph.ainvoke({"turns": [f"user {turn}"]}, config)
+                await graph.ainvoke({"log": [f"user {turn}"]}, config)
             except Exception as exc:
                 failed.append(f"{thread_id} turn {turn}: {type(exc).__name__}: {exc}")
 
@@ -196,7 +196,7 @@ async def test_sentinel_failover_mid_run_no_invocation_fails_and_redis_is_used_a
     ) as saver:
         tier = saver.tiers.redis
         assert tier is not None and isinstance(tier.link._scripts, WireScripts)
-        graph = _turn_graph().compile(checkpointer=saver)
+        graph = turn_graph().compile(checkpointer=saver)
         await _invoke_turns(graph, early, range(3), failed)
         before = await _keys(redis.asyncio.Redis(host="127.0.0.1", port=old.port), prefix)
         assert _threads_with_keys(before, prefix, 4) == set(early), "cached on the old master"
@@ -218,7 +218,7 @@ async def test_sentinel_failover_mid_run_no_invocation_fails_and_redis_is_used_a
             f"Redis is used again after the failover ({failover_s:.1f} s; "
             f"{failures_after_failover} Redis failures right after it)"
         )
-        states = await _final_states(graph, 4)
+        states = await final_states(graph, 4)
     assert states == [_turns(9)] * 3 + [_turns(3)], "state identical to a run without the fault"
 
     after = await _keys(redis.asyncio.Redis(host="127.0.0.1", port=new.port), prefix)
@@ -235,7 +235,7 @@ async def test_sentinel_failover_mid_run_no_invocation_fails_and_redis_is_used_a
         for thread_id, expected in zip([*early, *late], [_turns(9)] * 3 + [_turns(3)], strict=True):
             hits = _hits()
             head = await cold.aget_tuple({"configurable": {"thread_id": thread_id}})
-            assert head is not None and head.checkpoint["channel_values"]["turns"] == expected
+            assert head is not None and head.checkpoint["channel_values"]["log"] == expected
             assert _hits() == hits + 1, f"a cold replica's head read of {thread_id} is a hit"
         assert not cold.tiers.redis.breaker.is_open
 
@@ -256,15 +256,15 @@ async def test_turns_running_across_a_failover_never_continue_from_a_lost_head(
     async with ResilientSaver.from_urls(
         postgres_url=POSTGRES_URL, redis_url=servers.url(), prefix=prefix, redis_required=True
     ) as saver:
-        graph = _turn_graph().compile(checkpointer=saver)
+        graph = turn_graph().compile(checkpointer=saver)
 
         async def turn(thread_id: str) -> None:
             n = done[thread_id]
             config = {"configurable": {"thread_id": thread_id}}
-            state = await graph.ainvoke({"turns": [f"user {n}"]}, config)
+            state = await graph.ainvoke({"log": [f"user {n}"]}, config)
             done[thread_id] = n + 1
-            if state["turns"] != _turns(n + 1):
-                wrong.append(f"{thread_id} turn {n}: saw {len(state['turns']) // 2} turns")
+            if state["log"] != _turns(n + 1):
+                wrong.append(f"{thread_id} turn {n}: saw {len(state['log']) // 2} turns")
 
         for _ in range(3):
             for thread_id in threads:
@@ -279,7 +279,7 @@ async def test_turns_running_across_a_failover_never_continue_from_a_lost_head(
                 await turn(thread_id)
         assert min(done.values()) > 10, "turns ran across the failover"
         assert wrong == [], "an invocation continued from a head older than the last turn"
-        assert await _final_states(graph, 2) == [_turns(done["t0"]), _turns(done["t1"])]
+        assert await final_states(graph, 2) == [_turns(done["t0"]), _turns(done["t1"])]
 
 
 async def test_cluster_url_spreads_threads_over_the_nodes(

@@ -25,9 +25,9 @@ from langgraph_resilient import (
     StaleLeaseError,
 )
 from langgraph_resilient.checkpoint.fencing import EPOCH_BAND
+from tests.checkpoint.lease.conftest import expire_row, lease_key, row_token
+from tests.checkpoint.lease.graphs import TurnState, assert_linear, takeover_graph
 from tests.conftest import SaverFactory
-from tests.lease.conftest import expire_row, lease_key, row_token
-from tests.lease.graphs import TurnState, assert_linear, takeover_graph
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -209,7 +209,7 @@ async def test_lost_lease_is_signalled_promptly_and_its_writes_refused(
     state = await takeover_graph().compile(checkpointer=s2).aget_state(config("t"))
     assert "input:stale" not in state.values["log"]
     assert_linear_async = [(t.config, t.parent_config) async for t in s2.alist(config("t"))]
-    from tests.lease.graphs import check_linear
+    from tests.checkpoint.lease.graphs import check_linear
 
     check_linear(assert_linear_async)
 
@@ -467,7 +467,7 @@ async def test_exclusive_graph_holds_the_lease_around_every_call(
     assert all(epoch is not None for epoch in seen) and len(seen) == 4
     assert saver.fenced.held() == {}
     assert_linear_pairs = [(t.config, t.parent_config) async for t in saver.alist(cfg)]
-    from tests.lease.graphs import check_linear
+    from tests.checkpoint.lease.graphs import check_linear
 
     check_linear(assert_linear_pairs)
 

@@ -1,4 +1,4 @@
-"""A worker process for the lease tests: ``python -m tests.lease.worker '<json args>'``.
+"""A worker process for the lease tests: ``python -m tests.checkpoint.lease.worker '<json args>'``.
 
 Modes:
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from langgraph_resilient import with_resilience
 from langgraph_resilient.checkpoint.lease.exclusive import ExclusiveGraph
-from tests.lease.graphs import RecordingSaver, race_graph, takeover_graph
+from tests.checkpoint.lease.graphs import RecordingSaver, race_graph, takeover_graph
 
 
 async def stall(args: dict[str, Any]) -> dict[str, Any]:

@@ -8,13 +8,12 @@ import time
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig, RunnableLambda
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 
 from langgraph_resilient import ResilientSaver
+from tests.graphs import Log, chain
 
-
-class TurnState(TypedDict, total=False):
-    log: Annotated[list[str], operator.add]
+TurnState = Log
 
 
 def takeover_graph() -> StateGraph[TurnState]:
@@ -42,13 +41,7 @@ def takeover_graph() -> StateGraph[TurnState]:
     def finish(state: TurnState, config: RunnableConfig) -> dict[str, Any]:
         return {"log": [f"finish:{config['configurable']['worker']}"]}
 
-    builder: StateGraph[TurnState] = StateGraph(TurnState)
-    builder.add_node("work", RunnableLambda(work, afunc=awork, name="work"))
-    builder.add_node("finish", finish)
-    builder.add_edge(START, "work")
-    builder.add_edge("work", "finish")
-    builder.add_edge("finish", END)
-    return builder
+    return chain(("work", RunnableLambda(work, afunc=awork, name="work")), ("finish", finish))
 
 
 class RaceState(TypedDict, total=False):
@@ -73,14 +66,7 @@ def race_graph(intervals: list[tuple[str, float, float]]) -> StateGraph[RaceStat
         intervals.append((tid, starts.pop(tid), time.monotonic()))
         return {}
 
-    builder: StateGraph[RaceState] = StateGraph(RaceState)
-    for name, fn in (("enter", enter), ("middle", middle), ("leave", leave)):
-        builder.add_node(name, fn)
-    builder.add_edge(START, "enter")
-    builder.add_edge("enter", "middle")
-    builder.add_edge("middle", "leave")
-    builder.add_edge("leave", END)
-    return builder
+    return chain(("enter", enter), ("middle", middle), ("leave", leave), state=RaceState)
 
 
 class RecordingSaver(ResilientSaver):

@@ -11,6 +11,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 
 from langgraph_resilient import ResilientSaver
 from tests.conftest import SaverFactory
+from tests.probes import log_postgres_statements
 
 
 def _cp(i: int) -> dict[str, Any]:
@@ -46,13 +47,9 @@ async def test_put_and_put_writes_are_one_statement_each(make_saver: SaverFactor
     await saver.aput_writes(warm, [("a", 0)], "warm")
     await saver.aget_tuple(config)  # type: ignore[arg-type]
 
-    statements: list[str] = []
     connections = store.writer_connections()  # type: ignore[attr-defined]
     assert len(connections) == 1, "one group-commit connection (and one pool connection)"
-    async with store.pool.acquire() as conn:  # type: ignore[attr-defined]
-        conn.add_query_logger(lambda record: statements.append(record.query))
-    for conn in connections:
-        conn.add_query_logger(lambda record: statements.append(record.query))
+    statements = await log_postgres_statements(saver)
 
     stored = await saver.aput(config, _cp(1), {}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
     await asyncio.sleep(0.01)  # asyncpg calls query loggers on the next loop turn

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import operator
 from collections.abc import Iterator
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 import pytest
-from langgraph.graph import END, START, StateGraph
 
 from langgraph_resilient import ResilientError, ResilientSaver
+from tests.graphs import chain
 from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.fault
@@ -38,26 +37,6 @@ def postgres() -> Iterator[PostgresServer]:
         server.destroy()
 
 
-class Turns(TypedDict):
-    turns: Annotated[list[int], operator.add]
-
-
-def _graph(saver: ResilientSaver) -> Any:
-    def first(state: Turns) -> dict[str, list[int]]:
-        return {"turns": []}
-
-    def second(state: Turns) -> dict[str, list[int]]:
-        return {"turns": [1]}
-
-    builder = StateGraph(Turns)
-    builder.add_node("first", first)
-    builder.add_node("second", second)
-    builder.add_edge(START, "first")
-    builder.add_edge("first", "second")
-    builder.add_edge("second", END)
-    return builder.compile(checkpointer=saver)
-
-
 async def test_graphs_see_only_typed_errors_while_postgres_restarts(
     postgres: PostgresServer,
 ) -> None:
@@ -73,14 +52,14 @@ async def test_graphs_see_only_typed_errors_while_postgres_restarts(
         command_timeout_s=2.0,
         pool_max_size=8,
     ) as saver:
-        graph = _graph(saver)
+        graph = chain("first", "second").compile(checkpointer=saver)
 
         async def worker(i: int) -> int:
             config: Any = {"configurable": {"thread_id": f"w{i}"}}
             acknowledged = 0
             while not stop.is_set():
                 try:
-                    await graph.ainvoke({"turns": []}, config)
+                    await graph.ainvoke({"log": []}, config)
                     acknowledged += 1
                 except ResilientError as exc:
                     seen[type(exc).__name__] += 1
@@ -111,6 +90,6 @@ async def test_graphs_see_only_typed_errors_while_postgres_restarts(
         failures = sum(seen.values())
         for i, acknowledged in enumerate(counts):
             config: Any = {"configurable": {"thread_id": f"w{i}"}}
-            await graph.ainvoke({"turns": []}, config)
-            turns = (await graph.aget_state(config)).values["turns"]
-            assert acknowledged + 1 <= len(turns) <= acknowledged + 1 + failures
+            await graph.ainvoke({"log": []}, config)
+            turns = (await graph.aget_state(config)).values["log"].count("second")
+            assert acknowledged + 1 <= turns <= acknowledged + 1 + failures

@@ -17,7 +17,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.types import CachePolicy
 
 from langgraph_resilient import TieredCache
-from tests.cache.conftest import CacheFactory
+from tests.node_cache.conftest import CacheFactory
 
 NS_A = ("__pregel_ns_writes", "tests.nodes:expensive", "expensive")
 NS_B = ("__pregel_ns_writes", "tests.nodes:other", "other")

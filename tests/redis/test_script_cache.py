@@ -12,16 +12,16 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any, TypedDict
+from typing import Any
 
 import redis.asyncio
-from langgraph.graph import END, START, StateGraph
 
 from langgraph_resilient import CircuitBreaker, CircuitState, ResilientSaver
 from langgraph_resilient._redis.client import RedisSettings, connect
 from langgraph_resilient._redis.wire import LuaScript, PipelineScripts, ScriptRunner, WireScripts
 from langgraph_resilient.checkpoint.fencing import EPOCH_BAND
 from tests.conftest import POSTGRES_URL, drop_prefixed_tables, unique_prefix
+from tests.graphs import chain
 from tests.servers import RedisServer
 
 COUNT = LuaScript("return redis.call('INCR', KEYS[1])  -- test_script_cache")
@@ -85,21 +85,6 @@ async def test_a_new_connection_loads_every_known_script(fresh_redis: RedisServe
         await client.aclose()
 
 
-class Turn(TypedDict):
-    turns: int
-
-
-def _graph(saver: ResilientSaver) -> Any:
-    def step(state: Turn) -> dict[str, int]:
-        return {"turns": state.get("turns", 0) + 1}
-
-    builder = StateGraph(Turn)
-    builder.add_node("step", step)
-    builder.add_edge(START, "step")
-    builder.add_edge("step", END)
-    return builder.compile(checkpointer=saver)
-
-
 async def test_the_saver_and_the_lease_under_a_flushing_script_cache(
     fresh_redis: RedisServer,
 ) -> None:
@@ -126,7 +111,7 @@ async def test_the_saver_and_the_lease_under_a_flushing_script_cache(
         async with ResilientSaver.from_urls(
             postgres_url=POSTGRES_URL, redis_url=fresh_redis.url, prefix=prefix
         ) as saver:
-            graph = _graph(saver)
+            graph = chain("step").compile(checkpointer=saver)
             config: Any = {"configurable": {"thread_id": "flushed"}}
             epochs = []
             for _ in range(turns):
@@ -134,7 +119,7 @@ async def test_the_saver_and_the_lease_under_a_flushing_script_cache(
                     epochs.append(lease.epoch)
                     await graph.ainvoke({}, config)
                     await asyncio.sleep(0.12)  # long enough for a renewal
-                assert (await graph.aget_state(config)).values["turns"] == len(epochs)
+                assert len((await graph.aget_state(config)).values["log"]) == len(epochs)
             stop.set()
             assert await flusher > turns
             assert epochs == list(range(EPOCH_BAND + 1, EPOCH_BAND + 1 + turns))

@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import operator
 import sys
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
-from langgraph.graph import START, StateGraph
+from langgraph.graph import StateGraph
 
 from langgraph_resilient import ResilientSaver
+from tests.graphs import Log, appends, chain
 
 
-class Chat(TypedDict):
-    messages: Annotated[list[str], operator.add]
-
-
-def graph_builder() -> StateGraph[Chat]:
-    builder = StateGraph(Chat)
-    builder.add_node("reply", lambda s: {"messages": [f"reply to {len(s['messages'])}"]})
-    builder.add_edge(START, "reply")
-    return builder
+def graph_builder() -> StateGraph[Log]:
+    return chain(("reply", appends(lambda s: f"reply to {len(s['log'])}")))
 
 
 async def serve(postgres_url: str, redis_url: str, prefix: str) -> None:
@@ -41,11 +34,11 @@ async def serve(postgres_url: str, redis_url: str, prefix: str) -> None:
             command: dict[str, Any] = json.loads(line)
             config = {"configurable": {"thread_id": command["thread"]}}
             if command["op"] == "turn":
-                await graph.ainvoke({"messages": [f"user {command['n']}"]}, config)
+                await graph.ainvoke({"log": [f"user {command['n']}"]}, config)
             elif command["op"] == "delete":
                 await saver.adelete_thread(command["thread"])
             state = await graph.aget_state(config)
-            messages = state.values.get("messages", [])
+            messages = state.values.get("log", [])
             print(json.dumps({"count": len(messages), "last": messages[-1:]}), flush=True)
 
 

@@ -22,13 +22,15 @@ from tests.conftest import (
     unique_prefix,
 )
 
+ROOT = Path(__file__).resolve().parents[3]
+
 
 class Replica:
     def __init__(self, prefix: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("replica.py")), POSTGRES_URL,
-             REDIS_URL, prefix],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "tests.checkpoint.cache.replica", POSTGRES_URL, REDIS_URL,
+             prefix],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )  # fmt: skip
         assert json.loads(self._line()) == {"ready": True}
 

@@ -4,33 +4,23 @@ write: fewer round trips, and still no stale read anywhere, even if the holder d
 from __future__ import annotations
 
 import asyncio
-import operator
-import os
 import subprocess
 import sys
 import textwrap
-from typing import Annotated, Any, TypedDict
+from pathlib import Path
+from typing import Any
 
-from langgraph.graph import START, StateGraph
+from langgraph.graph import StateGraph
 
 from langgraph_resilient import ResilientSaver
-from tests.checkpoint.test_tiers import RedisRequests
 from tests.conftest import POSTGRES_URL
+from tests.graphs import Log, chain
+from tests.probes import RedisRequests
 from tests.servers import RedisServer
 
 
-class Chain(TypedDict):
-    log: Annotated[list[str], operator.add]
-
-
-def chain_graph() -> StateGraph[Chain]:
-    builder = StateGraph(Chain)
-    previous = START
-    for name in ("a", "b", "c", "d", "e"):
-        builder.add_node(name, lambda s, name=name: {"log": [name]})
-        builder.add_edge(previous, name)
-        previous = name
-    return builder
+def chain_graph() -> StateGraph[Log]:
+    return chain("a", "b", "c", "d", "e")
 
 
 def _kwargs(fresh_redis: RedisServer, prefix: str) -> dict[str, Any]:
@@ -105,18 +95,20 @@ async def test_readers_never_see_a_stale_head_during_or_after_a_lease(
         assert lookup.row is not None, "after the release the head is served from Redis again"
 
 
+ROOT = str(Path(__file__).resolve().parents[3])
+
 _DYING_HOLDER = textwrap.dedent(
     """
     import asyncio, os, sys
     sys.path.insert(0, sys.argv[4])
-    from tests.checkpoint.test_lease_publication import chain_graph
+    from tests.graphs import chain
     from langgraph_resilient import ResilientSaver
 
     async def main():
         saver = ResilientSaver.from_urls(
             postgres_url=sys.argv[1], redis_url=sys.argv[2], prefix=sys.argv[3])
         await saver.__aenter__()
-        graph = chain_graph().compile(checkpointer=saver)
+        graph = chain("a", "b", "c", "d", "e").compile(checkpointer=saver)
         lock = saver.lock_thread("t", ttl_s=1.0)
         await lock.__aenter__()
         await graph.ainvoke({"log": ["dying"]}, {"configurable": {"thread_id": "t"}})
@@ -135,9 +127,8 @@ async def test_a_holder_that_dies_before_publishing_leaves_nothing_stale(
         config = {"configurable": {"thread_id": "t"}}
         await graph.ainvoke({"log": ["before"]}, config)
         assert len((await graph.aget_state(config)).values["log"]) == 6
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: ASYNC240
         result = subprocess.run(  # noqa: ASYNC221 (the test waits for it on purpose)
-            [sys.executable, "-c", _DYING_HOLDER, POSTGRES_URL, fresh_redis.url, prefix, root],
+            [sys.executable, "-c", _DYING_HOLDER, POSTGRES_URL, fresh_redis.url, prefix, ROOT],
             capture_output=True,
             text=True,
             timeout=60,

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from langgraph_resilient import ResilientSaver
+from tests.checkpoint.lease.graphs import check_linear, saver_kwargs, takeover_graph
 from tests.conftest import (
     POSTGRES_URL,
     REDIS_URL,
@@ -34,17 +35,16 @@ from tests.conftest import (
     drop_prefixed_tables,
     unique_prefix,
 )
-from tests.lease.graphs import check_linear, saver_kwargs, takeover_graph
 from tests.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODES = ["redis", "redis-down", "sqlite"]
 
 
 def spawn(args: dict[str, Any]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.lease.worker", json.dumps(args)], cwd=ROOT, env=env
+        [sys.executable, "-m", "tests.checkpoint.lease.worker", json.dumps(args)], cwd=ROOT, env=env
     )
 
 

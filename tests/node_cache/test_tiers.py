@@ -26,8 +26,8 @@ from langgraph_resilient import (
     TieredCache,
     TierUnavailableError,
 )
-from tests.cache.conftest import CacheFactory
 from tests.conftest import REDIS_URL
+from tests.node_cache.conftest import CacheFactory
 from tests.servers import RedisClusterServers, RedisServer, running
 
 NS = ("__pregel_ns_writes", "tests.nodes:secret-node", "secret-node")
