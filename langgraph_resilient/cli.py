@@ -190,7 +190,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await saver.store.close()
         print(f"{conn.describe()}: schema version {before} -> {after}")
-        from langgraph_resilient.server.threads import migrate_thread_store
+        from langgraph_resilient.server.thread_stores import migrate_thread_store
 
         print(await migrate_thread_store(conn.postgres_url, conn.sqlite_path, conn.prefix))
 

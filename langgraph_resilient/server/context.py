@@ -15,7 +15,8 @@ from langgraph_resilient.server import metrics
 from langgraph_resilient.server.graphs import GraphRegistry
 from langgraph_resilient.server.runs import RunManager
 from langgraph_resilient.server.settings import ServerSettings
-from langgraph_resilient.server.threads import SERVER_SCHEMA_VERSION, ThreadStore, thread_store_for
+from langgraph_resilient.server.thread_stores import thread_store_for
+from langgraph_resilient.server.threads import SERVER_SCHEMA_VERSION, ThreadStore
 
 log = logging.getLogger("langgraph_resilient.server")
 
