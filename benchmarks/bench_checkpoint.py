@@ -23,7 +23,9 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import gc
+import importlib
 import importlib.metadata
 import json
 import math
@@ -189,33 +191,51 @@ async def _official_redis(env: BenchEnv) -> AsyncIterator[AnySaver]:
         yield saver
 
 
-@contextlib.asynccontextmanager
-async def _resilient_postgres(env: BenchEnv) -> AsyncIterator[AnySaver]:
-    from langgraph_resilient import ResilientSaver
+def _saver_class(package: str) -> Any:
+    """``ResilientSaver`` of this checkout (``langgraph_resilient``) or of another revision
+    loaded by ``--compare`` (benchmarks/revision.py)."""
+    return importlib.import_module(package).ResilientSaver
 
+
+def _tag(package: str) -> str:
+    """Keeps two versions' tables, files and keys apart: '' for this checkout."""
+    return "" if package == "langgraph_resilient" else package.removeprefix("lgr_")[:6] + "_"
+
+
+@contextlib.asynccontextmanager
+async def _resilient_postgres(
+    env: BenchEnv, package: str = "langgraph_resilient"
+) -> AsyncIterator[AnySaver]:
+    ResilientSaver = _saver_class(package)
     assert env.postgres_url is not None
     async with ResilientSaver.from_urls(
-        postgres_url=env.postgres_url, prefix="bench_pg_", pool_max_size=env.pool_size
+        postgres_url=env.postgres_url,
+        prefix=f"bench_pg_{_tag(package)}",
+        pool_max_size=env.pool_size,
     ) as saver:
         yield saver
 
 
 @contextlib.asynccontextmanager
-async def _resilient_sqlite(env: BenchEnv) -> AsyncIterator[AnySaver]:
-    from langgraph_resilient import ResilientSaver
+async def _resilient_sqlite(
+    env: BenchEnv, package: str = "langgraph_resilient"
+) -> AsyncIterator[AnySaver]:
+    ResilientSaver = _saver_class(package)
 
     async with ResilientSaver.from_urls(
-        sqlite_path=str(env.tmpdir / "resilient.sqlite"), prefix="bench_lite_"
+        sqlite_path=str(env.tmpdir / f"resilient{_tag(package)}.sqlite"),
+        prefix=f"bench_lite_{_tag(package)}",
     ) as saver:
         yield saver
 
 
 @contextlib.asynccontextmanager
-async def _resilient_tiered(env: BenchEnv) -> AsyncIterator[AnySaver]:
-    from langgraph_resilient import ResilientSaver
-
+async def _resilient_tiered(
+    env: BenchEnv, package: str = "langgraph_resilient"
+) -> AsyncIterator[AnySaver]:
+    ResilientSaver = _saver_class(package)
     assert env.postgres_url is not None
-    prefix = f"bench_tier_{env.run_id}_"
+    prefix = f"bench_tier_{env.run_id}_{_tag(package)}"
     try:
         async with ResilientSaver.from_urls(
             postgres_url=env.postgres_url,
@@ -604,6 +624,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.extend(target_lines)
         lines.append("")
 
+    if args.get("compare"):
+        lines.extend(comparison_lines(report, args["compare"]))
+
     lines.append("## Savers")
     lines.append("")
     for name, info in report["savers"].items():
@@ -690,6 +713,7 @@ class Options:
     quick: bool
     profile: str | None
     profile_out: Path | None
+    compare: str | None = None
 
 
 def _int_list(text: str) -> list[int]:
@@ -742,6 +766,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="profile one saver with pyinstrument (concurrency 1) instead of benchmarking",
     )
     parser.add_argument("--profile-out", type=Path, help="write the pyinstrument text report here")
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="also run the ResilientSaver variants of git revision REV side by side (before/"
+        "after a change, in one run); the report compares each with this checkout's",
+    )
     ns = parser.parse_args(argv)
 
     unknown = [s for s in ns.savers if s not in SAVERS]
@@ -770,7 +800,61 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         quick=quick,
         profile=ns.profile,
         profile_out=ns.profile_out,
+        compare=ns.compare,
     )
+
+
+def add_revision(opts: Options) -> None:
+    """``--compare REV``: a twin of each selected ResilientSaver variant, running REV's code."""
+    if opts.compare is None:
+        return
+    from benchmarks.revision import import_revision
+
+    package = import_revision(opts.compare)
+    for name in [n for n in opts.savers if n.startswith("resilient-")]:
+        spec = SAVERS[name]
+        twin = f"{name}@{opts.compare}"
+        SAVERS[twin] = SaverSpec(
+            f"{spec.label} @{opts.compare}",
+            functools.partial(spec.factory, package=package),  # type: ignore[call-arg]
+            f"{spec.description}, at revision {opts.compare}",
+            needs=spec.needs,
+            around_invocation=spec.around_invocation,
+        )
+        opts.savers.append(twin)
+
+
+def comparison_lines(report: dict[str, Any], rev: str) -> list[str]:
+    """Each ResilientSaver variant against its twin at ``rev``, cell by cell, with the run's
+    own noise: the largest distance of a repeat's median from the pooled median, in % of it,
+    for either of the two. A change within that is indistinguishable from noise."""
+    lines = [
+        f"## This checkout against {rev}",
+        "",
+        "| saver | cell | median ms now | median ms at rev | now / rev | noise (±%) | verdict |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for cell in report["cells"]:
+        for name, stats in cell["savers"].items():
+            before = cell["savers"].get(f"{name}@{rev}")
+            if before is None:
+                continue
+            ratio = stats["median_ms"] / before["median_ms"]
+
+            def spread(s: dict[str, Any]) -> float:
+                med = s["median_ms"]
+                return max(abs(m - med) for m in s["repeat_medians_ms"]) / med
+
+            noise = max(spread(stats), spread(before))
+            verdict = "slower" if ratio - 1 > noise else "faster" if 1 - ratio > noise else "same"
+            lines.append(
+                f"| {report['savers'][name]['label']} | {cell['durability']}, "
+                f"c={cell['concurrency']} | {_fmt(stats['median_ms'])} "
+                f"| {_fmt(before['median_ms'])} | {_fmt(ratio, 3, 'x')} | {noise * 100:.1f} "
+                f"| {verdict} |"
+            )
+    lines.append("")
+    return lines
 
 
 def log(message: str) -> None:
@@ -1087,6 +1171,7 @@ async def main_async(opts: Options) -> dict[str, Any] | None:
                 "pool_size": opts.pool_size,
                 "warmup_turns": opts.warmup_turns,
                 "quick": opts.quick,
+                "compare": opts.compare,
             },
             "seed": opts.seed,
             "workload": {
@@ -1120,6 +1205,7 @@ async def main_async(opts: Options) -> dict[str, Any] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
+    add_revision(opts)
     try:
         report = asyncio.run(main_async(opts))
     except KeyboardInterrupt:
