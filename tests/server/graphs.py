@@ -6,9 +6,8 @@ import asyncio
 import operator
 from typing import Annotated, Any
 
+from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
-
-from tests.graphs import chain
 
 
 class Slow(TypedDict, total=False):
@@ -26,8 +25,15 @@ def _sleeper(name: str) -> Any:
     return node
 
 
-slow = chain(
-    *((step, _sleeper(step)) for step in ("first", "second", "third")), state=Slow
-).compile()
+# Built here rather than with tests/graphs.py: the servers load this file by its path, where
+# the tests package is not importable.
+builder = StateGraph(Slow)
+previous = START
+for step in ("first", "second", "third"):
+    builder.add_node(step, _sleeper(step))
+    builder.add_edge(previous, step)
+    previous = step
+builder.add_edge(previous, END)
+slow = builder.compile()
 """Three steps that each sleep ``delay`` seconds and append their name to ``log`` (and
 raise ``ValueError`` when ``log`` holds ``"boom"``)."""
