@@ -7,7 +7,7 @@ dashboard (panels and variables) and the Prometheus adapter rule. Every one must
   names ``langgraph_resilient.observability.metrics`` really registers;
 - by the graph server (issue 13): ``SERVER_METRICS``, its contract. The check against a running
   server's ``/metrics`` output is ``missing_from(exposition)``: give it the text of a scrape
-  taken after some traffic (``tests/deploy/test_server_metrics.py`` does, on a real server).
+  taken after some traffic (``tests/deploy/test_deployed_server.py`` does, on a real server).
 """
 
 from __future__ import annotations

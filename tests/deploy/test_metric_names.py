@@ -48,7 +48,7 @@ def test_names_in_reads_metrics_not_label_values_or_functions() -> None:
 
 
 def test_exposed_counts_declared_families_by_their_type() -> None:
-    """How a scrape is read (the live check is test_server_metrics.py): a sample counts, and a
+    """How a scrape is read (the live check is test_deployed_server.py): a sample counts, and a
     family declared with no sample yet counts with the sample names of its type only."""
     scrape = (
         "# HELP langgraph_failover_events_total Failovers.\n"
