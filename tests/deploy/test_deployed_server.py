@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from tests.deploy import metric_names
 from tests.deploy.assets import DEPLOY, load_yaml
 from tests.deploy.test_assets import compose, one, rendered, server_container
 from tests.server.conftest import EXAMPLE_CONFIG, ServeProcess, sdk
+from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -229,3 +233,42 @@ def test_a_broken_reference_is_reported_missing(deployed: Deployed, tmp_path: Pa
     missing = metric_names.missing_from(deployed.scrape, broken)
     assert set(missing) == {"langgraph_made_up_total", "langgraph_run_total"}
     assert missing["langgraph_made_up_total"] == {"rules.yml MadeUp"}
+
+
+def test_the_postgres_password_comes_from_pgpassword(tmp_path: Path) -> None:
+    """The assets keep the Postgres URL password-free (ConfigMap, compose) and give asyncpg
+    the password as PGPASSWORD (a Secret): the migration Job's command, with its variable
+    names, against a private Postgres that asks for a password; a wrong one is refused."""
+    (migration,) = one(OVERLAY, "Job")["spec"]["template"]["spec"]["containers"]
+    assert {e["name"] for e in migration["env"]} == {"PGPASSWORD"}
+    postgres = PostgresServer()
+    try:
+        postgres.start()
+        password = uuid.uuid4().hex
+        _psql(postgres, f"ALTER ROLE postgres PASSWORD '{password}'")
+        hba = postgres.data / "pg_hba.conf"
+        hba.write_text("host all all 127.0.0.1/32 scram-sha-256\nlocal all all trust\n")
+        _psql(postgres, "SELECT pg_reload_conf()")
+        env = {
+            "LANGGRAPH_RESILIENT_POSTGRES_URL": postgres.url,  # no password in it
+            "LANGGRAPH_RESILIENT_PREFIX": "lgr_",
+        }
+        for given, code in ((password, 0), ("wrong", 1)):
+            done = subprocess.run(
+                [sys.executable, "-m", "langgraph_resilient.cli", *migration["args"]],
+                env={**os.environ, **env, "PGPASSWORD": given},
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == code, done.stdout + done.stderr
+            if code:
+                assert "password authentication failed" in done.stderr, done.stderr
+    finally:
+        postgres.destroy()
+
+
+def _psql(postgres: PostgresServer, sql: str) -> None:
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-h", str(postgres.root),
+         "-p", str(postgres.port), "-U", "postgres", "-d", "postgres", "-c", sql],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
