@@ -29,7 +29,7 @@ from langgraph_resilient.cli import build_parser
 from tests.conftest import POSTGRES_URL, REDIS_URL, drop_backend, unique_prefix
 from tests.deploy import metric_names
 from tests.deploy.assets import DEPLOY, load_yaml
-from tests.deploy.test_assets import compose, one, rendered, server_container
+from tests.deploy.rendered import compose, one, rendered, server_container
 from tests.server.conftest import EXAMPLE_CONFIG, ServeProcess, sdk
 from tests.servers import PostgresServer
 
