@@ -24,8 +24,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 
 from langgraph_resilient.observability.events import EventBus, EventKind, ResilienceEvent
+from langgraph_resilient.observability.metrics import install_node_metrics
+from langgraph_resilient.runtime.degradation import ServiceLevel
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _DB_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
@@ -135,10 +138,24 @@ _unsubscribe: Callable[[], None] | None = None
 
 
 def install_event_metrics() -> None:
-    """Feed breaker states and retries from the middleware's event bus (once per process)."""
+    """Feed breaker states and retries from the middleware's event bus, and export the
+    middleware's own metrics (``install_node_metrics``: node calls, retries, timeouts,
+    rejections, breaker state, degradation level), once per process."""
     global _unsubscribe
     if _unsubscribe is None:
-        _unsubscribe = EventBus.default().subscribe(_on_event)
+        bus = EventBus.default()
+        _unsubscribe = bus.subscribe(_on_event)
+        # The node metrics listen on a relay of the default bus, so that the degradation level
+        # can start at FULL on the relay alone: a DegradationManager announces changes only, and
+        # the gauge would read 0 (minimal) on a server whose graphs never degrade, firing the
+        # degraded-service alert of deploy/prometheus/rules.yml on every replica.
+        relay = EventBus()
+        bus.subscribe(relay.emit)
+        try:
+            install_node_metrics(bus=relay)
+        except ValueError:  # the application installed them in the default registry itself
+            return
+        relay.publish(EventKind.DEGRADATION_LEVEL, "server", new=int(ServiceLevel.FULL))
 
 
 def multiprocess_dir() -> str | None:
@@ -154,36 +171,24 @@ def render() -> tuple[bytes, str]:
         registry = CollectorRegistry()
         collector = multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         present = {family.name for family in collector.collect()}  # type: ignore[no-untyped-call]
-        missing = [m for m in _DECLARED if m.describe()[0].name not in present]
-        registry.register(_Declarations(missing))
+        registry.register(_Declarations(present))
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-_DECLARED: list[Any] = [
-    REQUESTS,
-    REQUEST_SECONDS,
-    ACTIVE_USERS,
-    CIRCUIT_BREAKER_STATE,
-    RETRY_ATTEMPTS,
-    FAILOVER_EVENTS,
-    DB_CONNECTIONS_ACTIVE,
-    DB_QUERY_SECONDS,
-    RUNS,
-    RUNS_IN_FLIGHT,
-]
-
-
 class _Declarations:
-    """HELP and TYPE of metrics no worker has a sample of yet: the multiprocess collector
-    only reports metrics with samples, and dashboards (and the tests) expect every name."""
+    """HELP and TYPE of the ``langgraph_`` metrics of this process's registry (the server's,
+    the saver's and the middleware's) that no worker has a sample of yet: the multiprocess
+    collector only reports metrics with samples, and dashboards (and the tests) expect every
+    name. The process and platform collectors are left out: they describe one worker."""
 
-    def __init__(self, metrics: list[Any]) -> None:
-        self.metrics = metrics
+    def __init__(self, present: set[str]) -> None:
+        self.present = present
 
     def collect(self) -> Any:
-        for metric in self.metrics:
-            yield from metric.describe()
+        for family in REGISTRY.collect():
+            if family.name.startswith("langgraph_") and family.name not in self.present:
+                yield Metric(family.name, family.documentation, family.type, family.unit)
 
 
 def mark_worker_dead() -> None:

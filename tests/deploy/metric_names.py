@@ -7,7 +7,7 @@ dashboard (panels and variables) and the Prometheus adapter rule. Every one must
   names ``langgraph_resilient.observability.metrics`` really registers;
 - by the graph server (issue 13): ``SERVER_METRICS``, its contract. The check against a running
   server's ``/metrics`` output is ``missing_from(exposition)``: give it the text of a scrape
-  taken after some traffic.
+  taken after some traffic (``tests/deploy/test_deployed_server.py`` does, on a real server).
 """
 
 from __future__ import annotations
@@ -40,9 +40,6 @@ SERVER_METRICS: dict[str, str] = {
     # Runs.
     "langgraph_runs": "counter",  # _total {assistant, status}
     "langgraph_runs_in_flight": "gauge",
-    # Leases lost by a stalled worker: the name checkpoint/lease.py's add_lease_hook documents
-    # for counting "lost" lease events.
-    "langgraph_lease_lost": "counter",  # _total
 }
 """What the graph server exports besides the package's own metrics (its contract), as
 prometheus-client families and types: counter ``x`` is exposed as ``x_total``."""
@@ -108,16 +105,29 @@ def referenced_recordings(deploy: Path = DEPLOY) -> dict[str, set[str]]:
     return dict(found)
 
 
-def missing_from(exposition: str, deploy: Path = DEPLOY) -> dict[str, set[str]]:
-    """The metrics the assets query that a scrape of ``/metrics`` (its text) does not hold.
+def exposed(exposition: str) -> dict[str, str]:
+    """Every sample name a scrape of ``/metrics`` (its text) exposes: ``"sample"`` when it
+    holds a sample of that name, ``"declared"`` when it only declares its family.
 
-    A family present with no sample yet (a labelled counter before its first increment) does
-    not count as present: the check is meant to run after some traffic.
+    A family counts by its ``# TYPE`` line, with the sample names its type gives it (counter
+    ``x``: ``x_total``; histogram ``x``: ``x_bucket``, ``x_sum``, ``x_count``; gauge ``x``:
+    ``x``). That is how a labelled metric looks before its first labelled sample (a breaker
+    that never changed state, no failover yet): prometheus-client declares it, and Prometheus
+    gets its series as soon as there is one. A declared family of another type does not
+    count: a query of ``x_total`` on a gauge ``x`` finds nothing, ever.
     """
-    samples = {
-        sample.name
-        for metric in text_string_to_metric_families(exposition)
-        for sample in metric.samples
-    }
+    found: dict[str, str] = {}
+    for family in text_string_to_metric_families(exposition):
+        for suffix in _SAMPLE_SUFFIXES.get(family.type, ()):
+            found.setdefault(family.name + suffix, "declared")
+        for sample in family.samples:
+            found[sample.name] = "sample"
+    return found
+
+
+def missing_from(exposition: str, deploy: Path = DEPLOY) -> dict[str, set[str]]:
+    """The metrics the assets query that a scrape of ``/metrics`` (its text) neither holds
+    a sample of nor declares (see :func:`exposed`), and where the assets query them."""
+    present = exposed(exposition)
     referenced = referenced_metrics(deploy)
-    return {name: where for name, where in referenced.items() if name not in samples}
+    return {name: where for name, where in referenced.items() if name not in present}

@@ -3,12 +3,6 @@ the package or the graph server exports (the list: tests/deploy/metric_names.py)
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
-
-from langgraph_resilient import ResilientSaver
-from langgraph_resilient.observability.metrics import install_node_metrics
 from tests.deploy import metric_names
 from tests.deploy.assets import dashboard_expressions, names_in
 
@@ -53,29 +47,24 @@ def test_names_in_reads_metrics_not_label_values_or_functions() -> None:
     assert all(names_in(e.promql) for e in dashboard_expressions())
 
 
-async def test_missing_from_reads_a_real_scrape(tmp_path: Path) -> None:
-    """``missing_from`` on a real scrape of the package's metrics after real saver traffic:
-    what the saver recorded is present; the server's metrics (checked against a live server in
-    phase 2) are reported missing."""
-    registry = CollectorRegistry()
-    uninstall = install_node_metrics(registry=registry)
-    try:
-        async with ResilientSaver.from_urls(sqlite_path=str(tmp_path / "state.db")) as saver:
-            await saver.aget_tuple({"configurable": {"thread_id": "t"}})
-        scrape = (generate_latest(REGISTRY) + generate_latest(registry)).decode()
-    finally:
-        uninstall()
+def test_exposed_counts_declared_families_by_their_type() -> None:
+    """How a scrape is read (the live check is test_deployed_server.py): a sample counts, and a
+    family declared with no sample yet counts with the sample names of its type only."""
+    scrape = (
+        "# HELP langgraph_failover_events_total Failovers.\n"
+        "# TYPE langgraph_failover_events_total counter\n"
+        "# HELP langgraph_runs_in_flight Runs.\n"
+        "# TYPE langgraph_runs_in_flight gauge\n"
+        "langgraph_runs_in_flight 3.0\n"
+        "# HELP langgraph_requests Mistyped: a gauge, not a counter.\n"
+        "# TYPE langgraph_requests gauge\n"
+    )
+    exposed = metric_names.exposed(scrape)
+    assert exposed["langgraph_failover_events_total"] == "declared"
+    assert exposed["langgraph_runs_in_flight"] == "sample"
+    assert "langgraph_requests_total" not in exposed
     missing = metric_names.missing_from(scrape)
-    referenced = metric_names.referenced_metrics()
-    for present in (
-        "langgraph_checkpoint_op_seconds_bucket",  # the saver's read, just now
-        "langgraph_checkpoint_redis_available",  # unlabelled gauges always have a sample
-        "langgraph_degradation_level",
-    ):
-        assert present in referenced and present not in missing
-    server = {
-        name
-        for name in referenced
-        if name.removesuffix("_total").removesuffix("_bucket") in metric_names.SERVER_METRICS
-    }
-    assert server <= set(missing)
+    assert "langgraph_failover_events_total" not in missing
+    assert "langgraph_runs_in_flight" not in missing
+    assert "langgraph_requests_total" in missing
+    assert "langgraph_checkpoint_op_seconds_bucket" in missing

@@ -57,6 +57,14 @@ BREAKAGES = [
         new="retry-on conn-failure sometimes",
         expect="sometimes",
     ),
+    Breakage(
+        check="haproxy",
+        what="runtime API socket with an unknown level (checked with LGR_ADMIN_SOCKET set)",
+        path="haproxy/haproxy.cfg",
+        old="mode 600 level admin",
+        new="mode 600 level admn",
+        expect="'level' only supports",
+    ),
     # nginx: the seed's limit_req_zone inside a server block, and a bad value.
     Breakage(
         check="nginx",
@@ -209,6 +217,14 @@ BREAKAGES = [
         path="backup/backup-restore.sh",
         old='chmod 700 "$to"',
         new="chmod 700 $to",
+        expect="SC2086",
+    ),
+    Breakage(
+        check="shell",
+        what="unquoted variable in the rolling restart",
+        path="haproxy/rolling-restart.sh",
+        old='api "set server $backend/$server state drain"',
+        new="api set server $backend/$server state drain",
         expect="SC2086",
     ),
     # Compose: an unknown condition, and a variable the stack needs missing from env.example.

@@ -119,9 +119,13 @@ def _scratch() -> Iterator[Path]:
 
 
 def check_haproxy(root: Path) -> str:
-    """``haproxy -c`` in zero-warning mode (-dW): a warning, such as a missing timeout, fails."""
+    """``haproxy -c`` in zero-warning mode (-dW): a warning, such as a missing timeout, fails.
+    Twice: as is, and with the optional runtime API socket (LGR_ADMIN_SOCKET) configured."""
     cfg = root / "haproxy" / "haproxy.cfg"
-    _run("haproxy", [tool("haproxy", "haproxy"), "-dW", "-c", "-f", str(cfg)], env=_HAPROXY_ENV)
+    command = [tool("haproxy", "haproxy"), "-dW", "-c", "-f", str(cfg)]
+    _run("haproxy", command, env=_HAPROXY_ENV)
+    with _scratch() as scratch:
+        _run("haproxy", command, env={**_HAPROXY_ENV, "LGR_ADMIN_SOCKET": f"{scratch}/admin.sock"})
     return str(cfg)
 
 
