@@ -133,7 +133,7 @@ def install_node_metrics(
     ``langgraph_node_retries_total{node}``, ``langgraph_node_timeouts_total{node}``,
     ``langgraph_node_rejections_total{node,reason}``, ``langgraph_breaker_state{breaker}``
     (0 closed, 1 half-open, 2 open or forced open), ``langgraph_degradation_level`` (the
-    ``ServiceLevel``: 0 minimal, 1 degraded, 2 full).
+    ``ServiceLevel``: 0 minimal, 1 degraded, 2 full; 2 until a level change is announced).
     """
     reg = registry if registry is not None else REGISTRY
     calls = Counter(
@@ -160,6 +160,9 @@ def install_node_metrics(
         "langgraph_breaker_state", "0 closed, 1 half-open, 2 open.", ["breaker"], registry=reg
     )
     level = Gauge("langgraph_degradation_level", "0 minimal, 1 degraded, 2 full.", registry=reg)
+    # A DegradationManager announces changes only: until one, the service is at FULL (2), not
+    # at the gauge's default of 0, which would read as "minimal" on every healthy replica.
+    level.set(2)
     states = {"closed": 0, "half_open": 1, "open": 2, "forced_open": 2}
 
     def on_event(event: ResilienceEvent) -> None:

@@ -9,6 +9,7 @@ the database at scrape time take the most recent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -28,7 +29,6 @@ from prometheus_client.metrics_core import Metric
 
 from langgraph_resilient.observability.events import EventBus, EventKind, ResilienceEvent
 from langgraph_resilient.observability.metrics import install_node_metrics
-from langgraph_resilient.runtime.degradation import ServiceLevel
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _DB_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
@@ -143,19 +143,11 @@ def install_event_metrics() -> None:
     rejections, breaker state, degradation level), once per process."""
     global _unsubscribe
     if _unsubscribe is None:
-        bus = EventBus.default()
-        _unsubscribe = bus.subscribe(_on_event)
-        # The node metrics listen on a relay of the default bus, so that the degradation level
-        # can start at FULL on the relay alone: a DegradationManager announces changes only, and
-        # the gauge would read 0 (minimal) on a server whose graphs never degrade, firing the
-        # degraded-service alert of deploy/prometheus/rules.yml on every replica.
-        relay = EventBus()
-        bus.subscribe(relay.emit)
-        try:
-            install_node_metrics(bus=relay)
-        except ValueError:  # the application installed them in the default registry itself
-            return
-        relay.publish(EventKind.DEGRADATION_LEVEL, "server", new=int(ServiceLevel.FULL))
+        _unsubscribe = EventBus.default().subscribe(_on_event)
+        # (the degradation level starts at FULL there, so a server whose graphs never degrade
+        # does not fire the degraded-service alert of deploy/prometheus/rules.yml)
+        with contextlib.suppress(ValueError):  # the application installed them itself
+            install_node_metrics()
 
 
 def multiprocess_dir() -> str | None:
