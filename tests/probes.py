@@ -67,3 +67,56 @@ class RedisRequests:
         """The requests counted since the last call."""
         taken, self.commands = self.commands, []
         return taken
+
+
+class RedisWire:
+    """A loopback TCP proxy in front of a Redis server that counts round trips: each burst of
+    bytes a client sends is one (the saver writes each pipeline in one piece). Point the saver
+    at ``url``; meant for sequential tests (two concurrent pipelines may arrive as one burst)."""
+
+    def __init__(self, target_url: str) -> None:
+        host_port = target_url.split("://", 1)[1].split("/", 1)[0]
+        host, _, port = host_port.rpartition(":")
+        self._target = (host, int(port))
+        self._bursts = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.url = ""
+
+    async def __aenter__(self) -> RedisWire:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"redis://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def take(self) -> int:
+        """Round trips since the last call."""
+        taken, self._bursts = self._bursts, 0
+        return taken
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: bool) -> None:
+            try:
+                while data := await src.read(1 << 20):
+                    if count:
+                        self._bursts += 1
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.close()
+
+        for task in (
+            asyncio.create_task(pump(reader, up_writer, True)),
+            asyncio.create_task(pump(up_reader, writer, False)),
+        ):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)

@@ -108,6 +108,11 @@ class ScriptRunner(Protocol):
 # ------------------------------------------------------------------------------- RESP
 
 
+def as_text(reply: Any) -> str:
+    """A reply (bytes from the wire, or an int) as text."""
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
 def _bulk(value: Any) -> bytes:
     kind = type(value)  # exact types first: this runs for every argument of every call
     if kind is bytes:

@@ -31,6 +31,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph_resilient._bridge import LoopBridge
 from langgraph_resilient._redis.client import RedisSettings
 from langgraph_resilient.checkpoint import codec, factory, history
+from langgraph_resilient.checkpoint.cache.redis_tier import Lookup, RedisTier
 from langgraph_resilient.checkpoint.convert import checkpoint_record, to_tuple, write_records
 from langgraph_resilient.checkpoint.durable.retrying import Retrying
 from langgraph_resilient.checkpoint.durable.store import DurableStore
@@ -281,7 +282,7 @@ class ResilientSaver(
         tier = self.tiers.redis
         lookup = None
         if tier is not None:
-            lookup = await tier.read(loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id)
+            lookup = await self._look_up(tier, loc)
             if lookup.row is not None:
                 metrics.CHECKPOINT_CACHE_READS.labels("hit").inc()
                 return lookup.row
@@ -292,9 +293,20 @@ class ResilientSaver(
             lambda: store.get_checkpoint(loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id),
             write=False,
         )
-        if row is not None and tier is not None and lookup is not None and lookup.gen is not None:
-            await tier.fill(row, lookup.gen, head=loc.checkpoint_id is None)
+        if row is not None and tier is not None and lookup is not None:
+            await tier.fill(row, lookup, head=loc.checkpoint_id is None)
         return row
+
+    async def _look_up(self, tier: RedisTier, loc: Locator) -> Lookup:
+        """The cached row, if any. A lease holder reads what it wrote from this process (Redis
+        has not seen it yet) and the rest from Redis, past its own lease's guard."""
+        tid, ns, cid = loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id
+        deferred = self.fenced.deferred_of(tid)
+        if deferred is None:
+            return await tier.read(tid, ns, cid)
+        if deferred.touched(ns):
+            return Lookup(tier.held_row(deferred, ns, cid), None)
+        return await tier.read(tid, ns, cid, own_token=deferred.token)
 
     async def alist(
         self,

@@ -67,6 +67,6 @@ class Tiers:
             tier, self.redis = self.redis, None
             try:
                 if tier is not None:
-                    await tier.link.stop()
+                    await tier.close()
             finally:
                 await self.store.close()

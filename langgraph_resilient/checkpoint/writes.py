@@ -2,8 +2,10 @@
 
 A write is acknowledged only once the durable tier committed it. Plain (unfenced) writes are
 group-committed: concurrent ``put``/``put_writes`` calls of many threads share one statement
-(:mod:`.batcher`), and what the store really changed is published to the Redis tier after the
-commit. Writes to a thread this process leases go through :class:`FencedWrites` instead.
+(:mod:`.batcher`). Redis is told of the write in parallel with the commit (an announcement,
+which keeps readers away from the thread's cached entries), and what the store really changed
+is published after the acknowledgement (:mod:`.cache.publication`). Writes to a thread this
+process leases go through :class:`FencedWrites` instead.
 History-changing writes (delete, copy, prune) invalidate the threads' cached entries on every
 replica after they commit.
 """
@@ -65,7 +67,16 @@ class WritePath:
             for name, part in (("put", batch.checkpoints), ("put_writes", batch.writes))
             if part
         )
-        store = self.tiers.store
-        stored = await self.tiers.retrying(op, lambda: store.write_batch(batch), write=True)
-        if self.tiers.redis is not None:
-            await self.tiers.redis.after_batch(batch, stored)
+        store, tier = self.tiers.store, self.tiers.redis
+        if tier is None:
+            await self.tiers.retrying(op, lambda: store.write_batch(batch), write=True)
+            return
+        threads = [cp.thread_id for cp in batch.checkpoints] + [w.thread_id for w in batch.writes]
+        announcement = tier.announce(threads)
+        try:
+            stored = await self.tiers.retrying(op, lambda: store.write_batch(batch), write=True)
+        except BaseException:
+            await tier.abandon(announcement)
+            raise
+        if await tier.confirm(announcement):
+            tier.publish(batch, stored, announcement)

@@ -56,14 +56,16 @@ def write_value(w: WriteRecord) -> bytes:
 
 
 def decode_writes(flat: Sequence[Any]) -> tuple[bool, list[WriteRecord]]:
-    """A writes hash (``HGETALL``'s flat reply): whether it is complete (the ``_`` field), and
-    its writes."""
+    """A writes hash (``HGETALL``'s flat reply): whether it is complete (the ``_`` field, and
+    no ``!``: a special write was published there, maybe out of order), and its writes."""
     complete = False
     writes = []
     for name, value in zip(flat[::2], flat[1::2], strict=True):
         if name == b"_":
             complete = True
             continue
+        if name == b"!":
+            return False, []
         task_id, idx, channel, typ, data, path = unpack(value)
         writes.append(WriteRecord(task_id, int(idx), channel, typ, data, path))
     return complete, writes

@@ -90,7 +90,14 @@ class RedisLink:
         return f"{self.prefix}{{{thread_id}}}:{self._incarnation or '-'}:"
 
     def gen_key(self, thread_id: str) -> str:
+        """The thread's cache generation (every cache key embeds it)."""
         return self.base(thread_id) + "g"
+
+    def tier_keys(self, thread_id: str) -> list[str]:
+        """The KEYS of the tier's scripts: the generation ``g``, the writes in flight ``f`` and
+        the write sequence ``s`` (see cache/scripts.py)."""
+        base = self.base(thread_id)
+        return [base + "g", base + "f", base + "s"]
 
     def _adopt(self, server_id: str) -> None:
         """Use the cache of another Redis server from now on (a restart or a failover)."""

@@ -12,18 +12,24 @@ What lives in Redis, per thread, under its cache keys ``{prefix}{thread_id}:<ser
 - ``<gen>:w:<ns>:<id>``: hash of a checkpoint's pending writes. The field ``_`` marks the hash
   complete: it is set when the checkpoint is put (writes that arrived first are already in it)
   or when the hash is refilled from the durable tier; a hash without it is never trusted.
+- ``f`` and ``s``: the writes in flight (announced, not yet published) and the write sequence.
+  While a write is in flight no reader trusts Redis for the thread, and a fill is accepted only
+  if no write was announced since its read (:mod:`.publication`): so a write is acknowledged
+  after its commit without waiting for its publication.
 
-Every operation is one round trip (a Lua script, :mod:`.scripts`). L1 (:mod:`.keys`) keeps the
-immutable records and values under the generation they were read at, plus the heads and
-generations it last saw, which are only hints: every read asks Redis for the current ones.
+Every operation is one round trip (a Lua script, :mod:`.scripts`); publications ride along
+with the next one. L1 (:mod:`.keys`) keeps the immutable records and values under the
+generation they were read at, plus the heads and generations it last saw, which are only
+hints: every read asks Redis for the current ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +49,9 @@ from langgraph_resilient.checkpoint.cache.entries import (
     write_value,
 )
 from langgraph_resilient.checkpoint.cache.keys import GenerationKey, HeadKey, RecordKey, ValueKey
+from langgraph_resilient.checkpoint.cache.publication import Announcement, Pending, Publications
 from langgraph_resilient.checkpoint.cache.redis_link import RedisLink, RedisUnavailable
-from langgraph_resilient.checkpoint.cache.scripts import BUMP, PUT, READ, WITHDRAW, WRITES
+from langgraph_resilient.checkpoint.cache.scripts import ABANDON, BUMP, PUT, READ, SETTLE, WRITES
 from langgraph_resilient.checkpoint.durable.store import DurableStore
 from langgraph_resilient.checkpoint.records import (
     EMPTY_BLOB_TYPE,
@@ -65,12 +72,19 @@ log = logging.getLogger("langgraph_resilient.redis")
 class Lookup:
     """Result of a Redis read: a full row, or a miss to fill from the durable tier.
 
-    ``gen`` is the thread's generation when Redis answered (``None`` when it did not): a fill
-    must carry it so that a concurrent delete is not undone.
+    ``gen`` is the thread's generation when Redis answered (``None`` when it did not) and
+    ``seq`` its write sequence (``""`` while a write was in flight: nothing to fill). A fill
+    carries both, so that neither a concurrent delete nor a concurrent write is undone.
     """
 
     row: CheckpointRow | None
     gen: str | None
+    seq: str = ""
+
+    @property
+    def fillable(self) -> bool:
+        """Whether a row read from the durable tier after this miss may be cached."""
+        return self.gen is not None and self.seq != ""
 
 
 class RedisTier:
@@ -81,6 +95,8 @@ class RedisTier:
     def __init__(self, link: RedisLink, cache: LocalCache) -> None:
         self.link = link
         self.cache = cache
+        self.publications = Publications(link, self.mark_dirty)
+        """Publications waiting for the next round trip (sent after the acknowledgement)."""
         link.on_new_server = cache.clear
 
     @property
@@ -96,13 +112,21 @@ class RedisTier:
         """Record threads written without Redis (their cached entries may be stale)."""
         await self.link.mark_dirty(thread_ids)
 
-    def _put_keys(self, thread_id: str) -> list[str]:
-        return [self.link.gen_key(thread_id), self.link.thread_base(thread_id) + "lease"]
+    async def close(self) -> None:
+        """Send the queued publications (bounded in time), then stop the link."""
+        try:
+            await self.publications.drain(self.link.settings.connect_timeout_s * 2)
+        finally:
+            await self.link.stop()
 
     # ---------------------------------------------------------------- reads
 
-    async def read(self, thread_id: str, ns: str, checkpoint_id: str | None) -> Lookup:
-        """A checkpoint from L1 + Redis in one round trip, or a miss (``row`` is None)."""
+    async def read(
+        self, thread_id: str, ns: str, checkpoint_id: str | None, *, own_token: str = ""
+    ) -> Lookup:
+        """A checkpoint from L1 + Redis in one round trip, or a miss (``row`` is None).
+        ``own_token``: the caller's lease token in the thread's writes in flight (a holder that
+        has not written yet), which does not make the thread busy for it."""
 
         def compose() -> list[ScriptCall]:
             known_gen = self._gen_seen(thread_id)
@@ -112,11 +136,13 @@ class RedisTier:
                 known_id = checkpoint_id
             if known_id and self.cache.get(RecordKey(thread_id, known_gen, ns, known_id)) is None:
                 known_id = ""
-            args = [self.link.base(thread_id), ns, checkpoint_id or "", known_id, known_gen]
-            return [(READ, [self.link.gen_key(thread_id)], args)]
+            args = [
+                self.link.base(thread_id), ns, checkpoint_id or "", known_id, known_gen, own_token
+            ]  # fmt: skip
+            return [(READ, self.link.tier_keys(thread_id), args)]
 
         try:
-            [reply] = await self.link.script("read", compose)
+            [reply] = await self.publications.send_with("read", compose)
         except RedisUnavailable:
             return Lookup(None, None)
         try:
@@ -127,23 +153,23 @@ class RedisTier:
             return Lookup(None, None)
 
     def _assemble(self, thread_id: str, ns: str, reply: list[Any]) -> Lookup:
-        gen = reply[0].decode()
+        gen, seq = reply[0].decode(), reply[1].decode()
         self.cache.put(GenerationKey(thread_id), gen, 16)
-        if len(reply) < 3:
-            return Lookup(None, gen)
-        cid = reply[1].decode()
-        complete, writes = decode_writes(reply[2])
+        if len(reply) < 4:
+            return Lookup(None, gen, seq)
+        cid = reply[2].decode()
+        complete, writes = decode_writes(reply[3])
         if not complete:
-            return Lookup(None, gen)
-        if len(reply) > 3:
-            parent, body_type, body, meta_type, meta = unpack(reply[3])
+            return Lookup(None, gen, seq)
+        if len(reply) > 4:
+            parent, body_type, body, meta_type, meta = unpack(reply[4])
             try:
-                versions = json.loads(reply[4])
+                versions = json.loads(reply[5])
             except ValueError as exc:
                 raise CorruptEntry("channel versions") from exc
             record = CachedRecord(parent, (body_type, body), (meta_type, meta), versions)
             self._remember_record(thread_id, gen, ns, cid, record)
-            for channel, value in zip(reply[5], reply[6], strict=True):
+            for channel, value in zip(reply[6], reply[7], strict=True):
                 if value is not None:
                     ch = channel.decode()
                     typ, data = unpack(value)
@@ -153,13 +179,13 @@ class RedisTier:
         else:
             held: CachedRecord | None = self.cache.get(RecordKey(thread_id, gen, ns, cid))
             if held is None:
-                return Lookup(None, gen)
+                return Lookup(None, gen, seq)
             record = held
         blobs = []
         for channel, version in record.versions.items():
             value = self.cache.get(ValueKey(thread_id, gen, ns, channel, str(version)))
             if value is None:
-                return Lookup(None, gen)
+                return Lookup(None, gen, seq)
             if value[0] != EMPTY_BLOB_TYPE:
                 blobs.append((channel, value[0], value[1]))
         self.cache.put(HeadKey(thread_id, ns), cid, 64)
@@ -173,7 +199,7 @@ class RedisTier:
             blobs=blobs,
             writes=writes,
         )
-        return Lookup(row, gen)
+        return Lookup(row, gen, seq)
 
     def _gen_seen(self, thread_id: str) -> str:
         """The thread's generation as this replica last saw it ('' when it never did)."""
@@ -199,6 +225,8 @@ class RedisTier:
         *,
         mode: str,
         expected_gen: str,
+        expected_seq: str = "",
+        token: str = "",
     ) -> list[Any]:
         args: list[Any] = [
             self.link.base(thread_id),
@@ -209,6 +237,8 @@ class RedisTier:
             self.link.settings.key_ttl_s,
             mode,
             expected_gen,
+            expected_seq,
+            token,
             len(blobs),
         ]
         for channel, version, typ, data in blobs:
@@ -249,119 +279,112 @@ class RedisTier:
         )
         return cached, [(b.channel, b.version, b.type, b.data) for b in record.blobs]
 
-    def _writes_args(
-        self, thread_id: str, ns: str, cid: str, writes: Sequence[WriteRecord]
-    ) -> list[Any]:
-        args: list[Any] = [self.link.base(thread_id), ns, cid, self.link.settings.key_ttl_s]
+    def _writes_call(
+        self,
+        gen: str,
+        thread_id: str,
+        ns: str,
+        cid: str,
+        writes: Sequence[WriteRecord],
+        token: str,
+    ) -> ScriptCall:
+        args: list[Any] = [
+            self.link.base(thread_id), ns, cid, self.link.settings.key_ttl_s, token, gen
+        ]  # fmt: skip
         for w in writes:
             args += [write_field(w), write_value(w), "1" if is_special(w.idx) else "0"]
-        return args
+        return (WRITES, self.link.tier_keys(thread_id), args)
 
-    async def after_put(self, record: CheckpointRecord) -> None:
-        """Publish a checkpoint the durable tier acknowledged (head, record, new values)."""
-        cached, blobs = self._published(record)
-        tid, ns, cid = record.thread_id, record.checkpoint_ns, record.checkpoint_id
+    def announce(self, thread_ids: Sequence[str]) -> Announcement:
+        """Announce writes to these threads, in parallel with their commit (see
+        :mod:`.publication`): await :meth:`confirm` after the commit, before acknowledging."""
+        return self.publications.announce(thread_ids)
 
-        def compose() -> list[ScriptCall]:
-            args = self._record_args(
-                tid, ns, cid, cached, blobs, (), mode="publish", expected_gen=self._gen_seen(tid)
-            )
-            return [(PUT, self._put_keys(tid), args)]
+    async def confirm(self, announcement: Announcement) -> bool:
+        """Whether the writes may be published under the announcement (False: the threads
+        were recorded dirty or their generations bumped, nothing to publish)."""
+        return await self.publications.confirm(announcement)
 
-        try:
-            [reply] = await self.link.script("publish", compose)
-        except RedisUnavailable:
-            await self.mark_dirty([tid])
-            return
-        self._remember(tid, reply, ns, cid, cached, blobs, advance_head=True)
+    async def abandon(self, announcement: Announcement) -> None:
+        """The announced commit failed: its threads' cached entries become unreachable."""
+        await self.publications.abandon(announcement)
 
-    async def after_put_writes(
-        self, thread_id: str, ns: str, cid: str, writes: Sequence[WriteRecord]
-    ) -> None:
-        """Publish writes the durable tier acknowledged."""
-        try:
-            await self.link.script(
-                "publish_writes",
-                lambda: [
-                    (
-                        WRITES,
-                        [self.link.gen_key(thread_id)],
-                        self._writes_args(thread_id, ns, cid, writes),
-                    )
-                ],
-            )
-        except RedisUnavailable:
-            await self.mark_dirty([thread_id])
+    def publish(self, batch: Batch, stored: Stored, announcement: Announcement) -> None:
+        """Queue the publication of what a confirmed ``announcement``'s commit ``stored``.
 
-    async def after_batch(self, batch: Batch, stored: Stored) -> None:
-        """Publish a group-committed batch: every script call in one pipelined round trip.
-
-        Only what the durable tier ``stored`` is published. A repeated put was stored before (a
-        prune may have changed it since), so its thread's cache is invalidated instead and the
+        Only what the durable tier stored is published. A repeated put was stored before (a
+        prune may have changed it since), so its thread's generation is bumped instead and the
         next read takes the stored version; a repeated regular write is not published at all
-        (the stored one, its first value, may differ).
+        (the stored one, its first value, may differ). Each thread's token leaves with its last
+        call, so no reader trusts the thread before every call of the batch is in.
         """
+        token, gens = announcement.token, announcement.gens
         repeated = {
             cp.thread_id
             for cp in batch.checkpoints
             if (cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id) not in stored.checkpoints
         }
-        if repeated:
-            await self.invalidate(sorted(repeated))
-        published = [
-            (cp, *self._published(cp)) for cp in batch.checkpoints if cp.thread_id not in repeated
-        ]
-
-        changed_writes = []
+        calls: list[tuple[str, Callable[[str], ScriptCall]]] = []
+        published: list[tuple[int, CheckpointRecord, CachedRecord, list[Any]]] = []
+        for cp in batch.checkpoints:
+            if cp.thread_id not in repeated:
+                cached, blobs = self._published(cp)
+                published.append((len(calls), cp, cached, blobs))
+                calls.append((cp.thread_id, self._put_call(cp, cached, blobs, gens[cp.thread_id])))
         for op in batch.writes:
+            if op.thread_id in repeated:
+                continue
             head = (op.thread_id, op.checkpoint_ns, op.checkpoint_id)
             writes = [w for w in op.writes if (*head, w.task_id, w.idx) in stored.writes]
             if writes:
-                changed_writes.append((head, writes))
-        if not published and not changed_writes:
-            return
+                gen = gens[op.thread_id]
+                calls.append(
+                    (op.thread_id, functools.partial(self._writes_call, gen, *head, writes))
+                )
+        settled = {tid for tid, _ in calls}
+        for tid in announcement.threads:
+            if tid in repeated:
+                calls.append((tid, functools.partial(self._abandon_call, tid)))
+            elif tid not in settled:
+                calls.append((tid, functools.partial(self._settle_call, tid)))
 
         def compose() -> list[ScriptCall]:
-            calls: list[ScriptCall] = []
-            for cp, cached, blobs in published:
-                tid, ns, cid = cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id
-                args = self._record_args(
-                    tid,
-                    ns,
-                    cid,
-                    cached,
-                    blobs,
-                    (),
-                    mode="publish",
-                    expected_gen=self._gen_seen(tid),
-                )
-                calls.append((PUT, self._put_keys(tid), args))
-            for head, writes in changed_writes:
-                calls.append(
-                    (WRITES, [self.link.gen_key(head[0])], self._writes_args(*head, writes))
-                )
-            return calls
+            last = {tid: i for i, (tid, _) in enumerate(calls)}
+            return [make(token if last[tid] == i else "") for i, (tid, make) in enumerate(calls)]
 
-        try:
-            replies = await self.link.script("publish_batch", compose)
-        except RedisUnavailable:
-            threads = {cp.thread_id for cp in batch.checkpoints}
-            threads |= {op.thread_id for op in batch.writes}
-            await self.mark_dirty(sorted(threads))
-            return
-        for (cp, cached, blobs), reply in zip(published, replies, strict=False):
-            self._remember(
-                cp.thread_id,
-                reply,
-                cp.checkpoint_ns,
-                cp.checkpoint_id,
-                cached,
-                blobs,
-                advance_head=True,
+        def done(replies: list[Any]) -> None:
+            for i, cp, cached, blobs in published:
+                self._remember(
+                    cp.thread_id, replies[i], cp.checkpoint_ns, cp.checkpoint_id, cached, blobs,
+                    advance_head=True,
+                )  # fmt: skip
+
+        self.publications.add(Pending(announcement.threads, compose, done))
+
+    def _put_call(
+        self, cp: CheckpointRecord, cached: CachedRecord, blobs: list[Any], gen: str
+    ) -> Callable[[str], ScriptCall]:
+        def make(token: str) -> ScriptCall:
+            tid, ns, cid = cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id
+            args = self._record_args(
+                tid, ns, cid, cached, blobs, (), mode="publish", expected_gen=gen, token=token
             )
+            return (PUT, self.link.tier_keys(tid), args)
 
-    async def fill(self, row: CheckpointRow, gen: str, *, head: bool) -> None:
-        """Cache a row read from the durable tier (only if the generation did not move)."""
+        return make
+
+    def _abandon_call(self, thread_id: str, token: str) -> ScriptCall:
+        return (ABANDON, self.link.tier_keys(thread_id), [token])
+
+    def _settle_call(self, thread_id: str, token: str) -> ScriptCall:
+        return (SETTLE, self.link.tier_keys(thread_id), [token])
+
+    async def fill(self, row: CheckpointRow, lookup: Lookup, *, head: bool) -> None:
+        """Cache a row read from the durable tier after the miss ``lookup`` (refused by Redis
+        if the thread was deleted or written since)."""
+        if not lookup.fillable:
+            return
+        assert lookup.gen is not None
         versions = self._versions_of(row)
         record = CachedRecord(row.parent_id, row.body, row.metadata, versions)
         present = {ch for ch, _, _ in row.blobs}
@@ -371,15 +394,17 @@ class RedisTier:
         blobs += [(ch, v, EMPTY_BLOB_TYPE, None) for ch, v in versions.items() if ch not in present]
         tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
         mode = "fill-head" if head else "fill"
+        gen, seq = lookup.gen, lookup.seq
 
         def compose() -> list[ScriptCall]:
             args = self._record_args(
-                tid, ns, cid, record, blobs, row.writes, mode=mode, expected_gen=gen
-            )
-            return [(PUT, self._put_keys(tid), args)]
+                tid, ns, cid, record, blobs, row.writes, mode=mode, expected_gen=gen,
+                expected_seq=seq,
+            )  # fmt: skip
+            return [(PUT, self.link.tier_keys(tid), args)]
 
         try:
-            [reply] = await self.link.script("fill", compose)
+            [reply] = await self.publications.send_with("fill", compose)
         except RedisUnavailable:
             return
         self._remember(tid, reply, ns, cid, record, blobs, advance_head=head)
@@ -390,28 +415,11 @@ class RedisTier:
             raise CorruptEntry("row without channel versions")
         return versions
 
-    async def withdraw(self, thread_id: str, deferred: DeferredPublication) -> bool:
-        """Start deferring a lease holder's publication: bump the thread's generation (one
-        round trip). False when Redis is unavailable (then publish write by write)."""
-        previous = self._gen_seen(thread_id)
-
-        def compose() -> list[ScriptCall]:
-            keys = [self.link.gen_key(thread_id), self.link.thread_base(thread_id) + "epoch"]
-            return [(WITHDRAW, keys, [])]
-
-        try:
-            [gen] = await self.link.script("withdraw", compose)
-        except RedisUnavailable:
-            return False
-        deferred.gen, deferred.previous_gen = str(gen), previous
-        deferred.server = self.link.server
-        self.cache.put(GenerationKey(thread_id), deferred.gen, 16)
-        return True
+    # ---------------------------------------------------------------- a lease holder's
 
     def hold_locally(self, deferred: DeferredPublication, record: CheckpointRecord) -> None:
-        """Keep a deferred checkpoint's values in L1 (under the withdrawn generation) so the
-        release can publish every value the newest checkpoint needs."""
-        assert deferred.gen is not None
+        """Keep a deferred checkpoint's values in L1 so the holder reads the thread from this
+        process and its release can publish every value the newest checkpoint needs."""
         for b in record.blobs:
             data = b.data or b""
             key = ValueKey(
@@ -419,74 +427,95 @@ class RedisTier:
             )
             self.cache.put(key, (b.type, data), len(data))
 
-    async def publish_deferred(self, thread_id: str, deferred: DeferredPublication) -> None:
-        """Publish a lease holder's newest checkpoints (all their values) and their pending
-        writes in one pipelined round trip, before the lease is released."""
-        gen = deferred.gen
-        if gen is None or not deferred.heads:
-            return
+    def held_row(
+        self, deferred: DeferredPublication, ns: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        """A checkpoint the holder wrote under the lease, from this process alone (``None``:
+        not one of its newest, or a value is no longer in L1: read the durable tier)."""
+        record = deferred.heads.get(ns)
+        if record is None or checkpoint_id not in (None, record.checkpoint_id):
+            return None
+        blobs = self._all_values(deferred, record)
+        if blobs is None:
+            return None
+        return CheckpointRow(
+            thread_id=record.thread_id,
+            checkpoint_ns=ns,
+            checkpoint_id=record.checkpoint_id,
+            parent_id=record.parent_id,
+            body=record.body,
+            metadata=record.metadata,
+            blobs=[(ch, typ, data or b"") for ch, _, typ, data in blobs if typ != EMPTY_BLOB_TYPE],
+            writes=deferred.final_writes(ns, record.checkpoint_id),
+            versions=dict(record.channel_versions),
+        )
+
+    def _all_values(
+        self, deferred: DeferredPublication, record: CheckpointRecord
+    ) -> list[tuple[str, str, str, bytes | None]] | None:
+        """Every value a checkpoint references: its own new ones, the others from L1 (values
+        never change, so what L1 holds under the acquisition's generation is right)."""
+        _, blobs = self._published(record)
+        fresh = {b[0] for b in blobs}
+        for channel, version in record.channel_versions.items():
+            if channel in fresh:
+                continue
+            held: tuple[str, bytes] | None = self.cache.get(
+                ValueKey(record.thread_id, deferred.gen, record.checkpoint_ns, channel, version)
+            )
+            if held is None:
+                return None
+            blobs.append((channel, version, held[0], held[1]))
+        return blobs
+
+    async def publish_deferred(self, thread_id: str, deferred: DeferredPublication) -> bool:
+        """Publish what a lease holder wrote: each namespace's newest checkpoint with all its
+        values and writes, and the writes it added to checkpoints from before the lease, in one
+        pipelined round trip, before the lease (and its token in the writes in flight) is
+        released. Returns whether Redis holds it all (False: the thread was recorded dirty)."""
         published = []
         for ns, record in deferred.heads.items():
-            cached, blobs = self._published(record)
-            fresh = {b[0] for b in blobs}
-            for channel, version in record.channel_versions.items():
-                if channel in fresh:
-                    continue
-                held = self._held_blob(thread_id, deferred, ns, channel, str(version))
-                if held is not None:
-                    blobs.append((channel, version, held[0], held[1]))
+            cached, _ = self._published(record)
+            blobs = self._all_values(deferred, record)
+            if blobs is None:  # L1 evicted a value: the head cannot be published whole
+                await self.mark_dirty([thread_id])
+                return False
             writes = deferred.final_writes(ns, record.checkpoint_id)
             published.append((record, cached, blobs, writes))
+        older = deferred.older_writes()
+        if not published and not older:
+            return True
 
         def compose() -> list[ScriptCall]:
             if self.link.server != deferred.server:
-                # Another server: its cache was never withdrawn and L1 (which held the values)
-                # was cleared. Make whatever it caches of the thread unreachable instead.
+                # Another server: its cache was never guarded by the lease's token and L1
+                # (which held the values) was cleared. Make what it caches unreachable instead.
                 published.clear()
                 return [(BUMP, [self.link.gen_key(thread_id)], [])]
-            return [
-                (
-                    PUT,
-                    self._put_keys(thread_id),
-                    self._record_args(
-                        thread_id,
-                        record.checkpoint_ns,
-                        record.checkpoint_id,
-                        cached,
-                        blobs,
-                        writes,
-                        mode="publish",
-                        expected_gen=gen,
-                    ),
-                )
-                for record, cached, blobs, writes in published
-            ]
+            calls: list[ScriptCall] = []
+            for record, cached, blobs, writes in published:
+                ns, cid = record.checkpoint_ns, record.checkpoint_id
+                args = self._record_args(
+                    thread_id, ns, cid, cached, blobs, writes, mode="publish-all",
+                    expected_gen=deferred.gen,
+                )  # fmt: skip
+                calls.append((PUT, self.link.tier_keys(thread_id), args))
+            for ns, cid in older:
+                writes = deferred.final_writes(ns, cid)
+                calls.append(self._writes_call(deferred.gen, thread_id, ns, cid, writes, ""))
+            return calls
 
         try:
-            replies = await self.link.script("publish_deferred", compose)
+            replies = await self.publications.send_with("publish_deferred", compose)
         except RedisUnavailable:
             await self.mark_dirty([thread_id])
-            return
+            return False
         for (record, cached, blobs, _), reply in zip(published, replies, strict=False):
             self._remember(
                 thread_id, reply, record.checkpoint_ns, record.checkpoint_id, cached, blobs,
                 advance_head=True,
             )  # fmt: skip
-
-    def _held_blob(
-        self, thread_id: str, deferred: DeferredPublication, ns: str, channel: str, version: str
-    ) -> tuple[str, bytes] | None:
-        """A value L1 holds from before the lease or from during it (values never change, so
-        an entry of the older generation is still the right value)."""
-        for gen in (deferred.gen, deferred.previous_gen):
-            if gen is None:
-                continue
-            held: tuple[str, bytes] | None = self.cache.get(
-                ValueKey(thread_id, gen, ns, channel, version)
-            )
-            if held is not None:
-                return held
-        return None
+        return True
 
 
 async def open_redis_tier(

@@ -12,10 +12,9 @@ Where the lease lives:
 
 - **Redis** (when the saver has a Redis tier and it answers): the key
   ``{prefix}{thread_id}:lease`` holds the holder's token and expires after ``ttl_s``; the hash
-  ``{prefix}{thread_id}:epoch`` holds the epoch counter. Both carry the ``{thread_id}`` hash tag.
-  Taking the lease is one Lua call (``SET NX PX`` plus the counter); renewing is a Lua
-  compare-and-pexpire every ``ttl_s / 3``; releasing is a Lua compare-and-delete
-  (:mod:`.scripts`).
+  ``{prefix}{thread_id}:epoch`` holds the epoch counter; the token also guards the thread's
+  cached entries (:class:`~..cache.deferred.DeferredPublication`). Taking, renewing (every
+  ``ttl_s / 3``) and releasing are one Lua call each (:mod:`.scripts`).
 - **The durable store** (embedded SQLite, no ``redis_url``, or Redis down): the thread's row in
   the ``threads`` table holds the token and expiry next to the fencing epoch, taken with one
   conditional upsert that also raises the epoch.
@@ -29,9 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
 import random
-import secrets
 import threading
 import time
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
@@ -39,11 +36,19 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from langgraph_resilient._aio import cancelling, stop_tasks
-from langgraph_resilient._redis.wire import LuaScript
+from langgraph_resilient._redis.wire import LuaScript, as_text
+from langgraph_resilient.checkpoint.cache.deferred import DeferredPublication
 from langgraph_resilient.checkpoint.cache.redis_link import RedisLink, RedisUnavailable
 from langgraph_resilient.checkpoint.fenced import FencedWrites
 from langgraph_resilient.checkpoint.fencing import EPOCH_BAND, band_start, redis_floor
 from langgraph_resilient.checkpoint.lease import scripts
+from langgraph_resilient.checkpoint.lease.attempts import (
+    RETRY,
+    Held,
+    RedisDown,
+    is_stale,
+    new_token,
+)
 from langgraph_resilient.checkpoint.lease.holders import (
     LocalLeases,
     enter_context,
@@ -56,32 +61,12 @@ from langgraph_resilient.errors import (
     ConfigurationError,
     LockTimeoutError,
     ResilientError,
-    StaleLeaseError,
     TierUnavailableError,
     describe_error,
 )
 from langgraph_resilient.observability.events import EventKind
 
 log = logging.getLogger("langgraph_resilient.lease")
-
-
-def _new_token() -> str:
-    return f"{os.getpid()}-{secrets.token_hex(8)}"
-
-
-class _RedisDown(Exception):
-    """A Redis call failed in a way that means "use the durable store" (``__cause__``)."""
-
-
-class _Held:
-    """An attempt found the lease held (``pttl_ms``: its remaining time, if known)."""
-
-    def __init__(self, pttl_ms: int | None = None, where: str = "another worker") -> None:
-        self.pttl_ms = pttl_ms
-        self.where = where
-
-
-_RETRY = _Held(0, "a concurrent acquisition")
 
 
 class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Lease]):
@@ -112,6 +97,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         self._reentrant = False
         self._in_redis = False
         self._in_store = False
+        self._guard: tuple[str, str | None] | None = None  # (generation, server) at acquisition
         self._renewer: asyncio.Task[None] | None = None
         self._ctx: contextvars.Token[Any] | None = None
         # Hand-off between the acquisition (on the saver's loop) and a caller that may give up
@@ -206,9 +192,10 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
 
     def _keys(self, link: RedisLink) -> list[str]:
         # The `{thread_id}` hash tag keeps them in one Cluster slot with the Redis tier's keys;
-        # the third is the tier's generation key of the thread (its dirty repair bumps it).
+        # the others are the tier's generation (its dirty repair bumps it), writes in flight
+        # (where the lease's token guards the thread) and write sequence keys of the thread.
         base = link.thread_base(self.thread_id)
-        return [base + "lease", base + "epoch", link.gen_key(self.thread_id)]
+        return [base + "lease", base + "epoch", *link.tier_keys(self.thread_id)]
 
     def _link(self) -> RedisLink | None:
         tier = self._tiers.redis
@@ -226,17 +213,17 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
 
     async def _redis(self, script: LuaScript, args: list[Any]) -> Any:
         """One Lua call on the Redis tier's connection, under its breaker (which repairs dirty
-        threads before it trusts Redis again). Raises ``_RedisDown`` when Redis is unavailable
+        threads before it trusts Redis again). Raises ``RedisDown`` when Redis is unavailable
         (or the saver has no Redis tier)."""
         link = self._link()
         if link is None:
-            raise _RedisDown("the saver has no Redis tier")
+            raise RedisDown("the saver has no Redis tier")
         try:
             [reply] = await link.script(
                 scripts.NAMES[script.sha], lambda: [(script, self._keys(link), args)]
             )
         except RedisUnavailable as exc:
-            raise _RedisDown(str(exc)) from exc
+            raise RedisDown(str(exc)) from exc
         return reply
 
     # ---------------------------------------------------------------- acquire
@@ -253,7 +240,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         except BaseException:
             state.unlock_local(self.thread_id)
             raise
-        self._fenced.hold(self.thread_id, lease.epoch, lambda: self._in_redis)
+        self._fenced.hold(self.thread_id, lease.epoch, self._deferral(lease))
         self.lease = lease
         state.held.add(self)
         self._renewer = asyncio.get_running_loop().create_task(
@@ -299,14 +286,14 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         why = "another worker holds it"
         while True:
             attempt += 1
-            outcome: Lease | _Held
+            outcome: Lease | Held
             try:
                 if self._redis_usable():
                     outcome = await self._try_redis(state)
                 else:
                     outcome = await self._try_store()
-            except _RedisDown as exc:
-                outcome, last_error = _RETRY, exc.__cause__  # the breaker picks the next path
+            except RedisDown as exc:
+                outcome, last_error = RETRY, exc.__cause__  # the breaker picks the next path
                 why = f"Redis failed: {exc}"
             except ResilientError:
                 raise
@@ -317,11 +304,11 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
                         f"taking the lease of thread {self.thread_id!r} failed: "
                         f"{describe_error(exc)}",
                     ) from exc
-                outcome, last_error = _RETRY, exc
+                outcome, last_error = RETRY, exc
                 why = f"the {store.tier_name} lease store failed: {describe_error(exc)}"
             if isinstance(outcome, Lease):
                 return outcome, attempt
-            if outcome is not _RETRY:
+            if outcome is not RETRY:
                 why = f"{outcome.where} holds it"
             now = time.monotonic()
             if now >= deadline:
@@ -332,17 +319,17 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
                 delay = min(delay, outcome.pttl_ms / 1000 + 0.001)
             await asyncio.sleep(max(0.0, min(delay, deadline - now)))
 
-    async def _try_redis(self, state: LocalLeases) -> Lease | _Held:
-        token = _new_token()
+    async def _try_redis(self, state: LocalLeases) -> Lease | Held:
+        token = new_token()
         sent = time.monotonic()
         args = [token, self._ttl_ms, EPOCH_BAND, EPOCH_BAND, *state.orphans(self.thread_id)]
         try:
             reply = await self._redis(scripts.ACQUIRE, args)
-        except _RedisDown:
+        except RedisDown:
             state.add_orphan(self.thread_id, token, self.ttl_s)
             raise
         if int(reply[0]) == 0:
-            return _Held(int(reply[1]))
+            return Held(int(reply[1]))
         epoch, status, gen = int(reply[1]), int(reply[2]), reply[3]
         if status != 1:
             try:
@@ -353,7 +340,14 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             if held is not None:
                 return held
         self._in_redis = True
+        link = self._link()
+        self._guard = (as_text(gen), None if link is None else link.server)
         return Lease(self.thread_id, token, epoch, REDIS_BACKEND, self.ttl_s, sent + self.ttl_s)
+
+    def _deferral(self, lease: Lease) -> DeferredPublication | None:
+        if self._guard is None or not self._in_redis:
+            return None
+        return DeferredPublication.for_lease(lease, *self._guard, lambda: self._in_redis)
 
     async def _confirm(
         self,
@@ -361,7 +355,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         epoch: int,
         gen: Any,
         revalidate: bool,
-    ) -> _Held | None:
+    ) -> Held | None:
         """Check a fresh Redis epoch against the durable store (None: good to hand out).
 
         An unconfirmed band is confirmed by raising the store's epoch to the band's first
@@ -375,22 +369,22 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         result = await self._tiers.store.lease_raise(self.thread_id, band, token)
         if result.held:
             await self._redis(scripts.FLOOR, [0, token])
-            return _Held(None, f"a {self._tiers.store.tier_name} lease row")
+            return Held(None, f"a {self._tiers.store.tier_name} lease row")
         if result.raised or (revalidate and result.epoch < epoch):
             if int(await self._redis(scripts.CONFIRM, [token, band, gen])):
                 return None
-            return _RETRY  # the key vanished meanwhile (Redis restarted): start over
+            return RETRY  # the key vanished meanwhile (Redis restarted): start over
         floor = redis_floor(max(result.epoch, epoch))
         await self._redis(scripts.FLOOR, [floor, token])
-        return _RETRY
+        return RETRY
 
-    async def _try_store(self) -> Lease | _Held:
+    async def _try_store(self) -> Lease | Held:
         store = self._tiers.store
-        token = _new_token()
+        token = new_token()
         sent = time.monotonic()
         epoch = await store.lease_acquire(self.thread_id, token, self.ttl_s)
         if epoch is None:
-            return _Held(None, f"another worker ({store.tier_name} lease row)")
+            return Held(None, f"another worker ({store.tier_name} lease row)")
         self._in_store = True
         lease = Lease(self.thread_id, token, epoch, store.tier_name, self.ttl_s, sent + self.ttl_s)
         if self._link() is not None:
@@ -440,7 +434,7 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         if self._in_redis:
             try:
                 renewed = int(await self._redis(scripts.RENEW, [lease.token, self._ttl_ms]))
-            except _RedisDown as exc:
+            except RedisDown as exc:
                 if not self._in_store:
                     # Redis failed mid-lease: move the lease, same epoch, to the durable store.
                     if not await store.lease_hold(
@@ -492,16 +486,19 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
             claimed = await self._redis(
                 scripts.CLAIM, [redis_floor(lease.epoch), lease.token, self._ttl_ms]
             )
-        except _RedisDown:
+        except RedisDown:
             state.add_orphan(self.thread_id, lease.token, self.ttl_s)
             return
         self._in_redis = bool(int(claimed))
 
     # ---------------------------------------------------------------- release
 
-    async def _release_redis_quietly(self, state: LocalLeases, token: str) -> None:
+    async def _release_redis_quietly(
+        self, state: LocalLeases, token: str, *, clean: bool = True
+    ) -> None:
+        # not clean: Redis may hold a stale state of the thread (its generation is bumped)
         try:
-            await self._redis(scripts.RELEASE, [token])
+            await self._redis(scripts.RELEASE, [token, "1" if clean else "0"])
         except Exception as exc:
             # The key expires by itself; until then this process's next acquisition of the
             # thread takes it over instead of waiting for it.
@@ -528,13 +525,13 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
         renewer, self._renewer = self._renewer, None
         await stop_tasks([renewer], what=f"thread {self.thread_id!r}: lease renewal", log=log)
         try:
-            await self._fenced.publish_before_release(
-                self.thread_id, lost=lease.lost or _is_stale(exc) or not self._in_redis
+            clean = await self._fenced.publish_before_release(
+                self.thread_id, lost=lease.lost or is_stale(exc) or not self._in_redis
             )
-            if self._in_redis and _is_stale(exc) and not lease.lost:
+            if self._in_redis and is_stale(exc) and not lease.lost:
                 await self._repair_counter(lease, state)
             if self._in_redis:
-                await self._release_redis_quietly(state, lease.token)
+                await self._release_redis_quietly(state, lease.token, clean=clean)
             if self._in_store:
                 try:
                     await self._tiers.store.lease_release(self.thread_id, lease.token)
@@ -581,13 +578,3 @@ class ThreadLock(AbstractContextManager[Lease], AbstractAsyncContextManager[Leas
                 )
         except Exception as exc:
             log.warning("thread %r: could not repair the epoch counter: %r", self.thread_id, exc)
-
-
-def _is_stale(exc: BaseException | None) -> bool:
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, StaleLeaseError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False

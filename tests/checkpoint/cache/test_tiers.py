@@ -16,7 +16,7 @@ from langgraph_resilient.checkpoint.convert import checkpoint_record
 from langgraph_resilient.checkpoint.records import Batch
 from tests.conftest import POSTGRES_URL
 from tests.graphs import final_states, run_turns, turn_graph
-from tests.probes import RedisRequests, log_postgres_statements
+from tests.probes import RedisRequests, RedisWire, log_postgres_statements
 from tests.servers import RedisServer
 
 
@@ -30,14 +30,19 @@ def _cp(i: int) -> dict[str, Any]:
 async def test_round_trips_of_a_warm_head_read_and_of_a_put(
     fresh_redis: RedisServer, prefix: str
 ) -> None:
-    async with ResilientSaver.from_urls(
-        postgres_url=POSTGRES_URL,
-        redis_url=fresh_redis.url,
-        prefix=prefix,
-        pool_min_size=1,
-        pool_max_size=2,
-        redis_repair_interval_s=3600,
-    ) as saver:
+    async with (
+        RedisWire(fresh_redis.url) as wire,
+        ResilientSaver.from_urls(
+            postgres_url=POSTGRES_URL,
+            redis_url=wire.url,
+            prefix=prefix,
+            pool_min_size=1,
+            pool_max_size=2,
+            redis_repair_interval_s=3600,
+        ) as saver,
+    ):
+        tier = saver.tiers.redis
+        assert tier is not None
         config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
         # warm up: statements prepared, scripts loaded, caches filled
         first = await saver.aput(config, _cp(1), {}, {"a": "1", "b": "1"})  # type: ignore[arg-type]
@@ -48,27 +53,39 @@ async def test_round_trips_of_a_warm_head_read_and_of_a_put(
         async with RedisRequests(fresh_redis.url) as requests:
             await asyncio.sleep(0.1)
             requests.take()
+            wire.take()
             pg.clear()
             head = await saver.aget_tuple(config)  # type: ignore[arg-type]
             await asyncio.sleep(0.1)
             assert head is not None and head.config == first
             assert head.pending_writes == [("task", "a", 5)]
             assert pg == [], "a warm head read never touches Postgres"
-            assert requests.take() == ["EVALSHA"], "and costs one Redis round trip"
+            assert wire.take() == 1, "and costs one Redis round trip"
+            assert requests.take() == ["EVALSHA"]
 
             cp2 = _cp(2)
             cp2["channel_versions"]["b"] = "1"  # b unchanged: its value stays at version 1
             second = await saver.aput(first, cp2, {}, {"a": "2"})  # type: ignore[arg-type]
-            await asyncio.sleep(0.1)
-            assert len(pg) == 1, "a put is one Postgres statement"
-            assert requests.take() == ["EVALSHA"], "plus one Redis round trip"
-            pg.clear()
-
+            assert wire.take() == 1, "a put is announced in parallel with its commit"
+            assert len(tier.publications) == 1, "and acknowledged before it is published"
             head = await saver.aget_tuple(config)  # type: ignore[arg-type]
             await asyncio.sleep(0.1)
+            assert wire.take() == 1, "the next round trip (a read) carries the publication"
+            assert requests.take() == ["EVALSHA"] * 3, "announce, publish, read"
+            assert len(pg) == 1, "a put is one Postgres statement, the read none"
             assert head is not None and head.config == second
             assert head.checkpoint["channel_values"] == {"a": 2, "b": "value 1"}
-            assert pg == [] and requests.take() == ["EVALSHA"]
+            pg.clear()
+
+            third = await saver.aput(second, _cp(3), {}, {"a": "3", "b": "3"})  # type: ignore[arg-type]
+            await asyncio.sleep(0.1)
+            assert wire.take() == 2, "a put followed by nothing: its publication goes alone"
+            assert len(tier.publications) == 0
+            head = await saver.aget_tuple(config)  # type: ignore[arg-type]
+            await asyncio.sleep(0.1)
+            assert head is not None and head.config == third
+            assert len(pg) == 1, "the put; the read of what it published is a hit"
+            assert wire.take() == 1
 
 
 async def test_a_replica_sees_the_other_replicas_writes_and_deletes(
@@ -251,10 +268,16 @@ async def test_a_delete_between_commit_and_publish_does_not_resurrect_the_thread
             {"a": "2"},
             a.fenced.epoch_of,  # type: ignore[arg-type]
         )
-        await a.store.write_batch(Batch.of(late))  # committed, not yet published
+        tier = a.tiers.redis
+        assert tier is not None
+        announcement = tier.announce(["race"])
+        batch = Batch.of(late)
+        stored = await a.store.write_batch(batch)  # committed, not yet published
+        assert await tier.confirm(announcement)
+        assert await b.aget_tuple(config) is not None, "in flight: B reads Postgres"  # type: ignore[arg-type]
         await b.adelete_thread("race")
-        assert a.tiers.redis is not None
-        await a.tiers.redis.after_put(late)  # the publish arrives after the delete
+        tier.publish(batch, stored, announcement)
+        await tier.publications.flush()  # the publication arrives after the delete
 
         assert await b.aget_tuple(config) is None  # type: ignore[arg-type]
         assert await a.aget_tuple(config) is None  # type: ignore[arg-type]
