@@ -13,6 +13,7 @@ from typing import Any
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 
+from langgraph_resilient.checkpoint.compression import decompress
 from langgraph_resilient.checkpoint.records import Typed
 from langgraph_resilient.errors import PayloadTooLargeError, SerializationError
 
@@ -30,8 +31,8 @@ def dump(serde: SerializerProtocol, value: Any, what: str) -> Typed:
 
 
 def load(serde: SerializerProtocol, typed: Typed) -> Any:
-    """Deserialize a stored ``(type, bytes)`` pair."""
-    return serde.loads_typed(typed)
+    """Deserialize a stored ``(type, bytes)`` pair (compressed or not)."""
+    return serde.loads_typed(decompress(typed))
 
 
 def check_size(total: int, limit: int, what: str) -> None:

@@ -30,6 +30,7 @@ from langgraph_resilient.checkpoint.records import (
     BlobRecord,
     CheckpointRecord,
     CheckpointRow,
+    Typed,
     WriteRecord,
 )
 from langgraph_resilient.checkpoint.settings import SaverSettings
@@ -80,17 +81,23 @@ def checkpoint_record(
     values = checkpoint.get("channel_values", {})
     body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     meta = get_serializable_checkpoint_metadata(config, metadata)
-    blobs = []
-    for channel, version in new_versions.items():
-        if channel in values:
-            typ, data = codec.dump(serde, values[channel], f"channel {channel!r}")
-            blobs.append(BlobRecord(channel, str(version), typ, data))
-        else:
-            blobs.append(BlobRecord(channel, str(version), EMPTY_BLOB_TYPE, None))
+    serialized = {
+        channel: codec.dump(serde, values[channel], f"channel {channel!r}")
+        for channel in new_versions
+        if channel in values
+    }
     body_typed = codec.dump(serde, body, "checkpoint")
     meta_typed = codec.dump(serde, meta, "checkpoint metadata")
-    size = len(body_typed[1]) + len(meta_typed[1]) + sum(len(b.data or b"") for b in blobs)
+    size = len(body_typed[1]) + len(meta_typed[1]) + sum(len(t[1]) for t in serialized.values())
     codec.check_size(size, settings.max_payload_bytes, f"checkpoint {checkpoint['id']}")
+    blobs = []
+    for channel, version in new_versions.items():
+        typed = serialized.get(channel)
+        if typed is None:
+            blobs.append(BlobRecord(channel, str(version), EMPTY_BLOB_TYPE, None))
+        else:
+            blobs.append(BlobRecord(channel, str(version), *settings.compress(typed)))
+    body_typed = settings.compress(body_typed)
     return CheckpointRecord(
         thread_id=loc.thread_id,
         checkpoint_ns=loc.checkpoint_ns,
@@ -117,12 +124,15 @@ def write_records(
 ) -> list[WriteRecord]:
     """What ``put_writes`` stores, serialized and checked. One record per ``(task_id, idx)``:
     a repeated special channel keeps its last value, as a second ``put_writes`` would."""
-    by_idx: dict[int, WriteRecord] = {}
+    by_idx: dict[int, tuple[str, Typed]] = {}
     for idx, (channel, value) in enumerate(writes):
-        key = WRITES_IDX_MAP.get(channel, idx)
-        typ, data = codec.dump(serde, value, f"write to {channel!r}")
-        by_idx[key] = WriteRecord(str(task_id), key, channel, typ, data, task_path)
-    records = list(by_idx.values())
-    size = sum(len(r.data) for r in records)
+        by_idx[WRITES_IDX_MAP.get(channel, idx)] = (
+            channel,
+            codec.dump(serde, value, f"write to {channel!r}"),
+        )
+    size = sum(len(typed[1]) for _, typed in by_idx.values())
     codec.check_size(size, settings.max_payload_bytes, f"writes of task {task_id}")
-    return records
+    return [
+        WriteRecord(str(task_id), key, channel, *settings.compress(typed), task_path)
+        for key, (channel, typed) in by_idx.items()
+    ]

@@ -31,7 +31,6 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph_resilient._bridge import LoopBridge
 from langgraph_resilient._redis.client import RedisSettings
 from langgraph_resilient.checkpoint import codec, factory, history
-from langgraph_resilient.checkpoint.cache.redis_tier import Lookup, RedisTier
 from langgraph_resilient.checkpoint.convert import checkpoint_record, to_tuple, write_records
 from langgraph_resilient.checkpoint.durable.retrying import Retrying
 from langgraph_resilient.checkpoint.durable.store import DurableStore
@@ -129,6 +128,8 @@ class ResilientSaver(
         redis_key_ttl_s: int = 7 * 24 * 3600,
         redis_repair_interval_s: float = 1.0,
         redis_required: bool = False,
+        compression: str | None = None,
+        compression_min_bytes: int = 1024,
         postgres: PostgresSettings | None = None,
         sqlite: SqliteSettings | None = None,
         redis: RedisSettings | None = None,
@@ -175,6 +176,10 @@ class ResilientSaver(
                 threads that a replica wrote while it could not reach Redis.
             redis_required: Fail on enter when Redis cannot be reached (default: start
                 without it and use it once it answers).
+            compression: ``"zstd"`` compresses stored values of at least
+                ``compression_min_bytes`` on every tier (default ``None``: off). Values are
+                read back either way, so it can be switched at any time.
+            compression_min_bytes: Smallest serialized value worth compressing.
             postgres: A :class:`PostgresSettings` instead of ``postgres_url`` and the pool
                 arguments.
             sqlite: A :class:`SqliteSettings` instead of ``sqlite_path`` and its arguments.
@@ -219,6 +224,8 @@ class ResilientSaver(
                 plaintext_metadata=plaintext_metadata,
                 cache_max_bytes=cache_max_bytes,
                 redis_required=redis_required,
+                compression=compression,
+                compression_min_bytes=compression_min_bytes,
             )
         parts = factory.resolve(postgres=postgres, sqlite=sqlite, redis=redis, settings=settings)
         return cls(parts.store, settings=parts.settings, serde=serde, redis=parts.redis)
@@ -282,7 +289,10 @@ class ResilientSaver(
         tier = self.tiers.redis
         lookup = None
         if tier is not None:
-            lookup = await self._look_up(tier, loc)
+            deferred = self.fenced.deferred_of(loc.thread_id)
+            lookup = await tier.look_up(
+                loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id, deferred
+            )
             if lookup.row is not None:
                 metrics.CHECKPOINT_CACHE_READS.labels("hit").inc()
                 return lookup.row
@@ -296,17 +306,6 @@ class ResilientSaver(
         if row is not None and tier is not None and lookup is not None:
             await tier.fill(row, lookup, head=loc.checkpoint_id is None)
         return row
-
-    async def _look_up(self, tier: RedisTier, loc: Locator) -> Lookup:
-        """The cached row, if any. A lease holder reads what it wrote from this process (Redis
-        has not seen it yet) and the rest from Redis, past its own lease's guard."""
-        tid, ns, cid = loc.thread_id, loc.checkpoint_ns, loc.checkpoint_id
-        deferred = self.fenced.deferred_of(tid)
-        if deferred is None:
-            return await tier.read(tid, ns, cid)
-        if deferred.touched(ns):
-            return Lookup(tier.held_row(deferred, ns, cid), None)
-        return await tier.read(tid, ns, cid, own_token=deferred.token)
 
     async def alist(
         self,

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 
 from langgraph_resilient._urls import redact, split_url, url_hosts
+from langgraph_resilient.checkpoint import compression
+from langgraph_resilient.checkpoint.records import Typed
 from langgraph_resilient.errors import ConfigurationError
 
 DEFAULT_SQLITE_PATH = "langgraph_state.db"
@@ -105,6 +107,11 @@ class SaverSettings:
     redis_required: bool = False
     """Fail on enter when Redis cannot be reached (default: start without it and use it once
     it answers)."""
+    compression: str | None = None
+    """``"zstd"``: compress stored values of at least ``compression_min_bytes`` on every tier
+    (see :mod:`~langgraph_resilient.checkpoint.compression`); ``None``: off."""
+    compression_min_bytes: int = 1024
+    """Smallest serialized value worth compressing."""
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.prefix):
@@ -120,3 +127,10 @@ class SaverSettings:
             raise ConfigurationError("list_page_size must be >= 1")
         if self.cache_max_bytes < 0:
             raise ConfigurationError("cache_max_bytes must be >= 0 (0 disables the cache)")
+        compression.check(self.compression, self.compression_min_bytes)
+
+    def compress(self, typed: Typed) -> Typed:
+        """A serialized value as it is stored (compressed when the settings say so)."""
+        if self.compression is None:
+            return typed
+        return compression.compress(typed, self.compression_min_bytes)

@@ -152,6 +152,18 @@ class RedisTier:
             await self.invalidate([thread_id])
             return Lookup(None, None)
 
+    async def look_up(
+        self, thread_id: str, ns: str, checkpoint_id: str | None, held: DeferredPublication | None
+    ) -> Lookup:
+        """A checkpoint from the caches. A lease holder (``held``: its deferred publication)
+        reads what it wrote from this process (Redis has not seen it yet) and the rest from
+        Redis, past its own lease's guard."""
+        if held is None:
+            return await self.read(thread_id, ns, checkpoint_id)
+        if held.touched(ns):
+            return Lookup(self.held_row(held, ns, checkpoint_id), None)
+        return await self.read(thread_id, ns, checkpoint_id, own_token=held.token)
+
     def _assemble(self, thread_id: str, ns: str, reply: list[Any]) -> Lookup:
         gen, seq = reply[0].decode(), reply[1].decode()
         self.cache.put(GenerationKey(thread_id), gen, 16)
