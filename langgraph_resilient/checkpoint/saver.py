@@ -30,7 +30,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from langgraph_resilient._bridge import LoopBridge
 from langgraph_resilient._redis.client import RedisSettings
-from langgraph_resilient.checkpoint import codec, factory, history
+from langgraph_resilient.checkpoint import codec, factory, history, listing
 from langgraph_resilient.checkpoint.convert import checkpoint_record, to_tuple, write_records
 from langgraph_resilient.checkpoint.durable.retrying import Retrying
 from langgraph_resilient.checkpoint.durable.store import DurableStore
@@ -177,8 +177,7 @@ class ResilientSaver(
             redis_required: Fail on enter when Redis cannot be reached (default: start
                 without it and use it once it answers).
             compression: ``"zstd"`` compresses stored values of at least
-                ``compression_min_bytes`` on every tier (default ``None``: off). Values are
-                read back either way, so it can be switched at any time.
+                ``compression_min_bytes`` on every tier (``None``: off); readable either way.
             compression_min_bytes: Smallest serialized value worth compressing.
             postgres: A :class:`PostgresSettings` instead of ``postgres_url`` and the pool
                 arguments.
@@ -343,6 +342,8 @@ class ResilientSaver(
     async def _list_page(
         self, query: ListQuery, cursor: tuple[str, str, str] | None, size: int
     ) -> list[CheckpointRow]:
+        if cursor is None and listing.servable(self.tiers, query):
+            return await listing.history_page(self.tiers, self.fenced, query, size)
         store = self.tiers.store
         return await self.tiers.retrying(
             "list", lambda: store.list_page(query, cursor, size), write=False

@@ -54,8 +54,11 @@ async def _raw_bytes(saver: ResilientSaver, backend: str) -> bytes:
         try:
             async for key in client.scan_iter(match=f"{prefix}*"):
                 chunks.append(key)
-                if await client.type(key) == b"hash":
+                kind = await client.type(key)
+                if kind == b"hash":
                     chunks.extend(v for kv in (await client.hgetall(key)).items() for v in kv)
+                elif kind == b"zset":  # writes in flight, history indexes: ids and tokens
+                    chunks.extend(await client.zrange(key, 0, -1))
                 else:
                     chunks.append(await client.get(key))
         finally:

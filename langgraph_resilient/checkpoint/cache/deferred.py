@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from langgraph_resilient.checkpoint.lease.lease import Lease
 from langgraph_resilient.checkpoint.records import CheckpointRecord, WriteRecord, is_special
 
+KEPT = 32
+"""Checkpoints per namespace a lease holder keeps to publish at release."""
+
 
 @dataclass(slots=True)
 class DeferredPublication:
@@ -45,6 +48,12 @@ class DeferredPublication:
     """The newest checkpoint the holder wrote in each namespace."""
     created: set[tuple[str, str]] = field(default_factory=set)
     """Every checkpoint the holder wrote (namespace, id): Redis never saw these."""
+    recent: dict[str, list[CheckpointRecord]] = field(default_factory=dict)
+    """The newest checkpoints the holder wrote in each namespace (at most ``KEPT``): all of
+    them are published at release, so history listings stay served by Redis."""
+    overflow: set[str] = field(default_factory=set)
+    """Namespaces where the holder wrote more than ``KEPT`` checkpoints: their history index
+    is no longer whole after the release."""
     writes: dict[tuple[str, str], list[WriteRecord]] = field(default_factory=dict)
     """The writes the holder stored, by checkpoint (namespace, id)."""
 
@@ -74,6 +83,11 @@ class DeferredPublication:
     def add_checkpoint(self, record: CheckpointRecord) -> None:
         self.wrote = True
         self.created.add((record.checkpoint_ns, record.checkpoint_id))
+        recent = self.recent.setdefault(record.checkpoint_ns, [])
+        recent.append(record)
+        if len(recent) > KEPT:
+            del recent[0]
+            self.overflow.add(record.checkpoint_ns)
         head = self.heads.get(record.checkpoint_ns)
         if head is None or record.checkpoint_id > head.checkpoint_id:
             self.heads[record.checkpoint_ns] = record

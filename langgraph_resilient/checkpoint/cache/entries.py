@@ -3,6 +3,7 @@ recognised (:class:`CorruptEntry`: dropped, and the read goes to the durable tie
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,3 +70,13 @@ def decode_writes(flat: Sequence[Any]) -> tuple[bool, list[WriteRecord]]:
         task_id, idx, channel, typ, data, path = unpack(value)
         writes.append(WriteRecord(task_id, int(idx), channel, typ, data, path))
     return complete, writes
+
+
+def decode_record(raw_record: Any, raw_versions: Any) -> CachedRecord:
+    """A checkpoint record as the tier stores it (the packed record and its versions' JSON)."""
+    parent, body_type, body, meta_type, meta = unpack(raw_record)
+    try:
+        versions = json.loads(raw_versions)
+    except ValueError as exc:
+        raise CorruptEntry("channel versions") from exc
+    return CachedRecord(parent, (body_type, body), (meta_type, meta), versions)

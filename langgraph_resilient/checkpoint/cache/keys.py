@@ -41,3 +41,12 @@ class ValueKey(NamedTuple):
     checkpoint_ns: str
     channel: str
     version: str
+
+
+class HistoryKey(NamedTuple):
+    """The ids a history listing of a namespace returned last (a hint: which records to skip
+    asking Redis for). Three fields, so that it never equals a ``HeadKey``."""
+
+    thread_id: str
+    checkpoint_ns: str
+    kind: str = "history"

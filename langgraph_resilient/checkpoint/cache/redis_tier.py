@@ -1,5 +1,9 @@
 """L2: Redis as a shared cache in front of the durable tier, and the L1 cache it validates.
 
+The tier is :class:`RedisTier`: reads, fills and the publication of plain writes here; the
+history listings in :mod:`.history_reads`; a lease holder's side in :mod:`.holder`; what they
+share (and the key layout below) in :mod:`.tier_base`.
+
 What lives in Redis, per thread, under its cache keys ``{prefix}{thread_id}:<server>:`` (see
 :mod:`.redis_link`, which also keeps the breaker and repairs threads written during outages):
 
@@ -27,14 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from langgraph_resilient._local_cache import LocalCache
-from langgraph_resilient._redis.breaker import TierBreaker
 from langgraph_resilient._redis.client import RedisSettings, connect, why_not_connected
 from langgraph_resilient._redis.wire import ScriptCall
 from langgraph_resilient._urls import redact
@@ -42,25 +43,23 @@ from langgraph_resilient.checkpoint.cache.deferred import DeferredPublication
 from langgraph_resilient.checkpoint.cache.entries import (
     CachedRecord,
     CorruptEntry,
+    decode_record,
     decode_writes,
-    pack,
     unpack,
-    write_field,
-    write_value,
 )
+from langgraph_resilient.checkpoint.cache.history_reads import HistoryReads
+from langgraph_resilient.checkpoint.cache.holder import HolderPublication
 from langgraph_resilient.checkpoint.cache.keys import GenerationKey, HeadKey, RecordKey, ValueKey
-from langgraph_resilient.checkpoint.cache.publication import Announcement, Pending, Publications
+from langgraph_resilient.checkpoint.cache.publication import Announcement, Pending
 from langgraph_resilient.checkpoint.cache.redis_link import RedisLink, RedisUnavailable
-from langgraph_resilient.checkpoint.cache.scripts import ABANDON, BUMP, PUT, READ, SETTLE, WRITES
+from langgraph_resilient.checkpoint.cache.scripts import ABANDON, PUT, READ, SETTLE
+from langgraph_resilient.checkpoint.cache.tier_base import Lookup
 from langgraph_resilient.checkpoint.durable.store import DurableStore
 from langgraph_resilient.checkpoint.records import (
-    EMPTY_BLOB_TYPE,
     Batch,
     CheckpointRecord,
     CheckpointRow,
     Stored,
-    WriteRecord,
-    is_special,
 )
 from langgraph_resilient.errors import TierUnavailableError
 from langgraph_resilient.observability import metrics
@@ -68,49 +67,10 @@ from langgraph_resilient.observability import metrics
 log = logging.getLogger("langgraph_resilient.redis")
 
 
-@dataclass(slots=True)
-class Lookup:
-    """Result of a Redis read: a full row, or a miss to fill from the durable tier.
-
-    ``gen`` is the thread's generation when Redis answered (``None`` when it did not) and
-    ``seq`` its write sequence (``""`` while a write was in flight: nothing to fill). A fill
-    carries both, so that neither a concurrent delete nor a concurrent write is undone.
-    """
-
-    row: CheckpointRow | None
-    gen: str | None
-    seq: str = ""
-
-    @property
-    def fillable(self) -> bool:
-        """Whether a row read from the durable tier after this miss may be cached."""
-        return self.gen is not None and self.seq != ""
-
-
-class RedisTier:
+class RedisTier(HistoryReads, HolderPublication):
     """L2 (Redis) and the L1 cache it validates: reads, publications and fills of checkpoints.
     Never raises for a Redis failure: a failed read is a miss, a failed publication marks the
     thread dirty."""
-
-    def __init__(self, link: RedisLink, cache: LocalCache) -> None:
-        self.link = link
-        self.cache = cache
-        self.publications = Publications(link, self.mark_dirty)
-        """Publications waiting for the next round trip (sent after the acknowledgement)."""
-        link.on_new_server = cache.clear
-
-    @property
-    def breaker(self) -> TierBreaker:
-        """The link's breaker (open: the saver works without Redis)."""
-        return self.link.breaker
-
-    async def invalidate(self, thread_ids: Sequence[str]) -> None:
-        """Make every cached entry of these threads unreachable on every replica."""
-        await self.link.invalidate(thread_ids)
-
-    async def mark_dirty(self, thread_ids: Sequence[str]) -> None:
-        """Record threads written without Redis (their cached entries may be stale)."""
-        await self.link.mark_dirty(thread_ids)
 
     async def close(self) -> None:
         """Send the queued publications (bounded in time), then stop the link."""
@@ -174,12 +134,8 @@ class RedisTier:
         if not complete:
             return Lookup(None, gen, seq)
         if len(reply) > 4:
-            parent, body_type, body, meta_type, meta = unpack(reply[4])
-            try:
-                versions = json.loads(reply[5])
-            except ValueError as exc:
-                raise CorruptEntry("channel versions") from exc
-            record = CachedRecord(parent, (body_type, body), (meta_type, meta), versions)
+            record = decode_record(reply[4], reply[5])
+            versions = record.versions
             self._remember_record(thread_id, gen, ns, cid, record)
             for channel, value in zip(reply[6], reply[7], strict=True):
                 if value is not None:
@@ -193,119 +149,13 @@ class RedisTier:
             if held is None:
                 return Lookup(None, gen, seq)
             record = held
-        blobs = []
-        for channel, version in record.versions.items():
-            value = self.cache.get(ValueKey(thread_id, gen, ns, channel, str(version)))
-            if value is None:
-                return Lookup(None, gen, seq)
-            if value[0] != EMPTY_BLOB_TYPE:
-                blobs.append((channel, value[0], value[1]))
+        row = self._row(thread_id, gen, ns, cid, record, writes)
+        if row is None:
+            return Lookup(None, gen, seq)
         self.cache.put(HeadKey(thread_id, ns), cid, 64)
-        row = CheckpointRow(
-            thread_id=thread_id,
-            checkpoint_ns=ns,
-            checkpoint_id=cid,
-            parent_id=record.parent_id,
-            body=record.body,
-            metadata=record.metadata,
-            blobs=blobs,
-            writes=writes,
-        )
         return Lookup(row, gen, seq)
 
-    def _gen_seen(self, thread_id: str) -> str:
-        """The thread's generation as this replica last saw it ('' when it never did)."""
-        seen: str | None = self.cache.get(GenerationKey(thread_id))
-        return seen or ""
-
-    def _remember_record(
-        self, thread_id: str, gen: str, ns: str, cid: str, record: CachedRecord
-    ) -> None:
-        size = len(record.body[1]) + len(record.metadata[1]) + 64 * len(record.versions)
-        self.cache.put(RecordKey(thread_id, gen, ns, cid), record, size)
-
     # ---------------------------------------------------------------- writes
-
-    def _record_args(
-        self,
-        thread_id: str,
-        ns: str,
-        cid: str,
-        record: CachedRecord,
-        blobs: Sequence[tuple[str, str, str, bytes | None]],
-        writes: Sequence[WriteRecord],
-        *,
-        mode: str,
-        expected_gen: str,
-        expected_seq: str = "",
-        token: str = "",
-    ) -> list[Any]:
-        args: list[Any] = [
-            self.link.base(thread_id),
-            ns,
-            cid,
-            pack([record.parent_id, *record.body, *record.metadata]),
-            json.dumps(record.versions),
-            self.link.settings.key_ttl_s,
-            mode,
-            expected_gen,
-            expected_seq,
-            token,
-            len(blobs),
-        ]
-        for channel, version, typ, data in blobs:
-            args += [channel, version, pack([typ, data or b""])]
-        for w in writes:
-            args += [write_field(w), write_value(w)]
-        return args
-
-    def _remember(
-        self,
-        thread_id: str,
-        reply: Any,
-        ns: str,
-        cid: str,
-        record: CachedRecord,
-        blobs: Sequence[tuple[str, str, str, bytes | None]],
-        *,
-        advance_head: bool,
-    ) -> None:
-        """Fill L1 with what a PUT script stored (``reply``: the generation, or nil when the
-        generation moved: then forget the one we knew, the next write publishes afresh)."""
-        if reply is None:
-            self.cache.put(GenerationKey(thread_id), "", 16)
-            return
-        gen = reply.decode()
-        self.cache.put(GenerationKey(thread_id), gen, 16)
-        self._remember_record(thread_id, gen, ns, cid, record)
-        for channel, version, typ, data in blobs:
-            value = data or b""
-            self.cache.put(ValueKey(thread_id, gen, ns, channel, version), (typ, value), len(value))
-        if advance_head:
-            self.cache.put(HeadKey(thread_id, ns), cid, 64)
-
-    @staticmethod
-    def _published(record: CheckpointRecord) -> tuple[CachedRecord, list[Any]]:
-        cached = CachedRecord(
-            record.parent_id, record.body, record.metadata, record.channel_versions
-        )
-        return cached, [(b.channel, b.version, b.type, b.data) for b in record.blobs]
-
-    def _writes_call(
-        self,
-        gen: str,
-        thread_id: str,
-        ns: str,
-        cid: str,
-        writes: Sequence[WriteRecord],
-        token: str,
-    ) -> ScriptCall:
-        args: list[Any] = [
-            self.link.base(thread_id), ns, cid, self.link.settings.key_ttl_s, token, gen
-        ]  # fmt: skip
-        for w in writes:
-            args += [write_field(w), write_value(w), "1" if is_special(w.idx) else "0"]
-        return (WRITES, self.link.tier_keys(thread_id), args)
 
     def announce(self, thread_ids: Sequence[str]) -> Announcement:
         """Announce writes to these threads, in parallel with their commit (see
@@ -397,137 +247,19 @@ class RedisTier:
         if not lookup.fillable:
             return
         assert lookup.gen is not None
-        versions = self._versions_of(row)
-        record = CachedRecord(row.parent_id, row.body, row.metadata, versions)
-        present = {ch for ch, _, _ in row.blobs}
-        blobs: list[tuple[str, str, str, bytes | None]] = [
-            (ch, versions[ch], typ, data) for ch, typ, data in row.blobs if ch in versions
-        ]
-        blobs += [(ch, v, EMPTY_BLOB_TYPE, None) for ch, v in versions.items() if ch not in present]
+        record, blobs = self._fill_parts(row)
         tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
         mode = "fill-head" if head else "fill"
         gen, seq = lookup.gen, lookup.seq
 
         def compose() -> list[ScriptCall]:
-            args = self._record_args(
-                tid, ns, cid, record, blobs, row.writes, mode=mode, expected_gen=gen,
-                expected_seq=seq,
-            )  # fmt: skip
-            return [(PUT, self.link.tier_keys(tid), args)]
+            return [self._fill_call(row, record, blobs, mode=mode, gen=gen, seq=seq)]
 
         try:
             [reply] = await self.publications.send_with("fill", compose)
         except RedisUnavailable:
             return
         self._remember(tid, reply, ns, cid, record, blobs, advance_head=head)
-
-    def _versions_of(self, row: CheckpointRow) -> dict[str, str]:
-        versions = row.versions
-        if versions is None:
-            raise CorruptEntry("row without channel versions")
-        return versions
-
-    # ---------------------------------------------------------------- a lease holder's
-
-    def hold_locally(self, deferred: DeferredPublication, record: CheckpointRecord) -> None:
-        """Keep a deferred checkpoint's values in L1 so the holder reads the thread from this
-        process and its release can publish every value the newest checkpoint needs."""
-        for b in record.blobs:
-            data = b.data or b""
-            key = ValueKey(
-                record.thread_id, deferred.gen, record.checkpoint_ns, b.channel, b.version
-            )
-            self.cache.put(key, (b.type, data), len(data))
-
-    def held_row(
-        self, deferred: DeferredPublication, ns: str, checkpoint_id: str | None
-    ) -> CheckpointRow | None:
-        """A checkpoint the holder wrote under the lease, from this process alone (``None``:
-        not one of its newest, or a value is no longer in L1: read the durable tier)."""
-        record = deferred.heads.get(ns)
-        if record is None or checkpoint_id not in (None, record.checkpoint_id):
-            return None
-        blobs = self._all_values(deferred, record)
-        if blobs is None:
-            return None
-        return CheckpointRow(
-            thread_id=record.thread_id,
-            checkpoint_ns=ns,
-            checkpoint_id=record.checkpoint_id,
-            parent_id=record.parent_id,
-            body=record.body,
-            metadata=record.metadata,
-            blobs=[(ch, typ, data or b"") for ch, _, typ, data in blobs if typ != EMPTY_BLOB_TYPE],
-            writes=deferred.final_writes(ns, record.checkpoint_id),
-            versions=dict(record.channel_versions),
-        )
-
-    def _all_values(
-        self, deferred: DeferredPublication, record: CheckpointRecord
-    ) -> list[tuple[str, str, str, bytes | None]] | None:
-        """Every value a checkpoint references: its own new ones, the others from L1 (values
-        never change, so what L1 holds under the acquisition's generation is right)."""
-        _, blobs = self._published(record)
-        fresh = {b[0] for b in blobs}
-        for channel, version in record.channel_versions.items():
-            if channel in fresh:
-                continue
-            held: tuple[str, bytes] | None = self.cache.get(
-                ValueKey(record.thread_id, deferred.gen, record.checkpoint_ns, channel, version)
-            )
-            if held is None:
-                return None
-            blobs.append((channel, version, held[0], held[1]))
-        return blobs
-
-    async def publish_deferred(self, thread_id: str, deferred: DeferredPublication) -> bool:
-        """Publish what a lease holder wrote: each namespace's newest checkpoint with all its
-        values and writes, and the writes it added to checkpoints from before the lease, in one
-        pipelined round trip, before the lease (and its token in the writes in flight) is
-        released. Returns whether Redis holds it all (False: the thread was recorded dirty)."""
-        published = []
-        for ns, record in deferred.heads.items():
-            cached, _ = self._published(record)
-            blobs = self._all_values(deferred, record)
-            if blobs is None:  # L1 evicted a value: the head cannot be published whole
-                await self.mark_dirty([thread_id])
-                return False
-            writes = deferred.final_writes(ns, record.checkpoint_id)
-            published.append((record, cached, blobs, writes))
-        older = deferred.older_writes()
-        if not published and not older:
-            return True
-
-        def compose() -> list[ScriptCall]:
-            if self.link.server != deferred.server:
-                # Another server: its cache was never guarded by the lease's token and L1
-                # (which held the values) was cleared. Make what it caches unreachable instead.
-                published.clear()
-                return [(BUMP, [self.link.gen_key(thread_id)], [])]
-            calls: list[ScriptCall] = []
-            for record, cached, blobs, writes in published:
-                ns, cid = record.checkpoint_ns, record.checkpoint_id
-                args = self._record_args(
-                    thread_id, ns, cid, cached, blobs, writes, mode="publish-all",
-                    expected_gen=deferred.gen,
-                )  # fmt: skip
-                calls.append((PUT, self.link.tier_keys(thread_id), args))
-            for ns, cid in older:
-                writes = deferred.final_writes(ns, cid)
-                calls.append(self._writes_call(deferred.gen, thread_id, ns, cid, writes, ""))
-            return calls
-
-        try:
-            replies = await self.publications.send_with("publish_deferred", compose)
-        except RedisUnavailable:
-            await self.mark_dirty([thread_id])
-            return False
-        for (record, cached, blobs, _), reply in zip(published, replies, strict=False):
-            self._remember(
-                thread_id, reply, record.checkpoint_ns, record.checkpoint_id, cached, blobs,
-                advance_head=True,
-            )  # fmt: skip
-        return True
 
 
 async def open_redis_tier(

@@ -87,7 +87,8 @@ return redis.call('GET', KEYS[1]) or '0'
 # is in flight or when one was announced since its read (ARGV[9], the sequence that read saw). A
 # publish takes its write's token (ARGV[10], '' = none) out of `f`. A writes hash marked `!` (a
 # special write was published, maybe out of order: see WRITES_LUA) is only marked complete again
-# by a carrier of every write. Returns the generation, or nil.
+# by a carrier of every write. Every checkpoint cached joins its namespace's history index
+# `<gen>:i:<ns>` (see HISTORY_LUA). Returns the generation, or nil.
 PUT_LUA = """
 local gen = redis.call('GET', KEYS[1]) or '0'
 local mode = ARGV[7]
@@ -124,6 +125,9 @@ else
   redis.call('HSET', wkey, '_', '1')
 end
 redis.call('EXPIRE', wkey, ttl)
+local ikey = base .. 'i:' .. ns
+redis.call('ZADD', ikey, 0, cid)
+redis.call('EXPIRE', ikey, ttl)
 if mode ~= 'fill' then
   local hkey = base .. 'h'
   local cur = redis.call('HGET', hkey, ns)
@@ -158,6 +162,105 @@ redis.call('EXPIRE', wkey, tonumber(ARGV[4]))
 return gen
 """
 
+# The history of a namespace, newest first (what `list(config, before=..., limit=...)` returns
+# for one thread and namespace). `<gen>:i:<ns>` is a sorted set of the checkpoint ids cached
+# there (all scores 0: ordered by id, as the durable tier orders them) and `<gen>:l` maps the
+# namespace to `lo`, the id down to which the index holds every checkpoint of the namespace
+# ('' = all of them, down to the first), set by a fill of what the durable tier listed (see
+# INDEX_LUA). Every checkpoint written later is published (it joins the index) or its thread's
+# generation is bumped (a new, empty index without a claim), so the claim holds. ARGV:
+# base, ns, before ('' = from the head), limit, own token (as READ_LUA), the generation the
+# caller's L1 is keyed by, then the ids whose records it holds (at that generation, their
+# record and values are not sent). Returns {gen, ''} while a
+# write is in flight | {gen, seq} (a miss: fill with that sequence) | {gen, seq, entries,
+# channels, versions, values}: entries {id, writes, record|false, versions_json|false}, and
+# the values of the records sent (deduplicated).
+HISTORY_LUA = (
+    _NOW
+    + """
+local gen = redis.call('GET', KEYS[1]) or '0'
+if redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) > 0 then
+  gen = tostring(redis.call('INCR', KEYS[1]))
+end
+local live = redis.call('ZCARD', KEYS[2])
+if live > 0 and not (live == 1 and ARGV[5] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[5])) then
+  return {gen, ''}
+end
+local seq = redis.call('GET', KEYS[3]) or '0'
+local base = ARGV[1] .. gen .. ':'
+local ns = ARGV[2]
+local lo = redis.call('HGET', base .. 'l', ns)
+if not lo then return {gen, seq} end
+local top, bottom = '+', '-'
+if ARGV[3] ~= '' then top = '(' .. ARGV[3] end
+if lo ~= '' then bottom = '[' .. lo end
+local limit = tonumber(ARGV[4])
+local ids = redis.call('ZREVRANGEBYLEX', base .. 'i:' .. ns, top, bottom, 'LIMIT', 0, limit)
+if #ids < limit and lo ~= '' then return {gen, seq} end
+local known = {}
+if ARGV[6] == gen then
+  for i = 7, #ARGV do known[ARGV[i]] = true end
+end
+local entries, channels, versions, keys, seen = {}, {}, {}, {}, {}
+for _, id in ipairs(ids) do
+  local writes = redis.call('HGETALL', base .. 'w:' .. ns .. ':' .. id)
+  local rec, vjson = false, false
+  if not known[id] then
+    local got = redis.call('HMGET', base .. 'c:' .. ns .. ':' .. id, 'r', 'v')
+    if not got[1] or not got[2] then return {gen, seq} end
+    local ok, vs = pcall(cjson.decode, got[2])
+    if not ok or type(vs) ~= 'table' then return {gen, seq} end
+    rec, vjson = got[1], got[2]
+    for ch, ver in pairs(vs) do
+      local key = base .. 'b:' .. ns .. ':' .. ch .. ':' .. ver
+      if not seen[key] then
+        seen[key] = true
+        channels[#channels + 1] = ch
+        versions[#versions + 1] = ver
+        keys[#keys + 1] = key
+      end
+    end
+  end
+  entries[#entries + 1] = {id, writes, rec, vjson}
+end
+local values = {}
+if #keys > 0 then values = redis.call('MGET', unpack(keys)) end
+return {gen, seq, entries, channels, versions, values}
+"""
+)
+
+# Put checkpoint ids into a namespace's history index (HISTORY_LUA), or drop its claim. ARGV:
+# base, ns, mode, gen expected ('' = any), sequence expected, lo, before, ttl, then the ids.
+# mode 'fill': the ids are a page the durable tier listed from `before` ('' = the head) down
+# to `lo` ('' = it reached the first checkpoint), refused as PUT_LUA's fills are (a write in
+# flight, or one announced since the read); when the page joins the index's whole range, that
+# range grows down to `lo`. mode 'drop': a lease holder could not publish every checkpoint it
+# wrote, so the index is no longer whole. Returns 1, or nil when refused.
+INDEX_LUA = """
+local gen = redis.call('GET', KEYS[1]) or '0'
+local mode = ARGV[3]
+if ARGV[4] ~= '' and ARGV[4] ~= gen then return false end
+local base = ARGV[1] .. gen .. ':'
+local ns, ttl = ARGV[2], tonumber(ARGV[8])
+local ikey, lkey = base .. 'i:' .. ns, base .. 'l'
+if mode == 'drop' then
+  redis.call('HDEL', lkey, ns)
+  return 1
+end
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[5] or redis.call('ZCARD', KEYS[2]) > 0 then
+  return false
+end
+for i = 9, #ARGV do redis.call('ZADD', ikey, 0, ARGV[i]) end
+redis.call('EXPIRE', ikey, ttl)
+local cur = redis.call('HGET', lkey, ns)
+local joins = ARGV[7] == '' or (cur and ARGV[7] >= cur)
+if joins and ((not cur) or ARGV[6] < cur) then
+  redis.call('HSET', lkey, ns, ARGV[6])
+  redis.call('EXPIRE', lkey, ttl)
+end
+return 1
+"""
+
 # A write was announced but will not be published (it failed, or publishing it failed): take
 # its token out of `f` and make what is cached of the thread unreachable.
 ABANDON_LUA = """
@@ -173,5 +276,7 @@ READ = LuaScript(READ_LUA)
 ANNOUNCE = LuaScript(ANNOUNCE_LUA)
 PUT = LuaScript(PUT_LUA)
 WRITES = LuaScript(WRITES_LUA)
+HISTORY = LuaScript(HISTORY_LUA)
+INDEX = LuaScript(INDEX_LUA)
 ABANDON = LuaScript(ABANDON_LUA)
 SETTLE = LuaScript(SETTLE_LUA)

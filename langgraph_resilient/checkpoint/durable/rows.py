@@ -50,7 +50,9 @@ class MixedEpochs(Exception):
 
 
 def fence_epochs(batch: Batch) -> dict[str, int]:
-    """The epoch each thread of a fenced batch writes under."""
+    """The epoch each thread of a fenced batch writes under, in thread order: the batch takes
+    the threads' fence rows in that order, one global order, so two batches holding the same
+    threads never deadlock (Postgres would break one after ``deadlock_timeout``)."""
     epochs: dict[str, int] = {}
     for thread_id, epoch in [
         *((c.thread_id, c.epoch) for c in batch.checkpoints),
@@ -58,4 +60,4 @@ def fence_epochs(batch: Batch) -> dict[str, int]:
     ]:
         if epoch is None or epochs.setdefault(thread_id, epoch) != epoch:
             raise MixedEpochs(thread_id)
-    return epochs
+    return dict(sorted(epochs.items()))
