@@ -88,6 +88,8 @@ class Cell:
     mode: str
     concurrency: int
     samples: list[Sample] = field(default_factory=list)
+    deadlocks: list[int] = field(default_factory=list)
+    """Postgres deadlocks detected during each repeat of the cell (the whole database)."""
 
     @property
     def latencies_ms(self) -> list[float]:
@@ -102,6 +104,12 @@ class Cell:
 
     def runs_per_s(self) -> float:
         return sum(len(s.latencies_s) for s in self.samples) / sum(s.wall_s for s in self.samples)
+
+    def cpu_ms_per_run(self, which: str = "cpu_s") -> float:
+        """CPU milliseconds per run: ``cpu_s`` (the target's process), ``client_cpu_s`` or
+        ``machine_cpu_s`` (see :class:`Sample`)."""
+        runs = sum(len(s.latencies_s) for s in self.samples)
+        return sum(getattr(s, which) for s in self.samples) / runs * 1000
 
     def repeat_p50_ms(self) -> list[float]:
         return [_p50(s) * 1000 for s in self.samples]
@@ -157,9 +165,21 @@ def _runs_for(target: Target, concurrency: int, args: argparse.Namespace) -> tup
     return max(args.runs, concurrency), max(args.warmup, concurrency)
 
 
+async def _deadlocks(conn: Any) -> int:
+    # Counted by Postgres for the whole database, so other clients of a shared one count too.
+    return int(
+        await conn.fetchval(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        )
+    )
+
+
 async def measure(args: argparse.Namespace, prefix: str, work: Path) -> list[Cell]:
+    import asyncpg
+
     targets = _targets(args, prefix, work)
     cells: dict[tuple[str, str, int], Cell] = {}
+    conn = await asyncpg.connect(args.postgres_url)
     try:
         for target in targets:
             await target.start()
@@ -169,19 +189,23 @@ async def measure(args: argparse.Namespace, prefix: str, work: Path) -> list[Cel
                     shift = repeat % len(targets)
                     for target in targets[shift:] + targets[:shift]:
                         runs, warmup = _runs_for(target, concurrency, args)
+                        deadlocks = await _deadlocks(conn)
                         sample = await target.run_cell(mode, concurrency, runs, warmup)
                         key = (target.name, mode, concurrency)
                         cell = cells.setdefault(
                             key, Cell(target.name, target.kind, mode, concurrency)
                         )
                         cell.samples.append(sample)
+                        cell.deadlocks.append(await _deadlocks(conn) - deadlocks)
                         print(
                             f"repeat {repeat + 1}/{args.repeats} {target.name:28} {mode:6} "
                             f"c={concurrency:<3} p50 {_p50(sample) * 1000:8.2f} ms "
-                            f"{_rate(sample):8.1f} runs/s",
+                            f"{_rate(sample):8.1f} runs/s "
+                            f"{sample.cpu_s / len(sample.latencies_s) * 1000:6.2f} ms CPU/run",
                             flush=True,
                         )
     finally:
+        await conn.close()
         for target in reversed(targets):
             try:
                 await target.close()
@@ -240,6 +264,10 @@ def rows(cells: list[Cell]) -> list[dict[str, Any]]:
                 "p50_ms": cell.p50_ms(),
                 "p99_ms": cell.p99_ms(),
                 "runs_per_s": cell.runs_per_s(),
+                "cpu_ms_per_run": cell.cpu_ms_per_run(),
+                "client_cpu_ms_per_run": cell.cpu_ms_per_run("client_cpu_s"),
+                "machine_cpu_ms_per_run": cell.cpu_ms_per_run("machine_cpu_s"),
+                "deadlocks": cell.deadlocks,
                 "repeat_p50_ms": cell.repeat_p50_ms(),
                 "repeat_runs_per_s": cell.repeat_runs_per_s(),
                 "p50_minus_floor_ms": cell.p50_ms() - floor.p50_ms(),
@@ -304,6 +332,26 @@ def report(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{_span(r['repeat_runs_per_s'])} | {r['p50_minus_floor_ms']:+.2f} | "
             f"{_span(r['repeat_p50_minus_floor_ms'], 2)} | {r['throughput_over_floor']:.2f}x | "
             f"{_span(r['repeat_throughput_over_floor'], 2)} |"
+        )
+    lines += [
+        "",
+        "## Where the CPU goes",
+        "",
+        "CPU milliseconds per run, over the timed runs of every repeat: the target's own process "
+        "(the server, or the floor worker), the client driving it (langgraph-sdk in the "
+        "benchmark's process; the floor drives itself), and the whole machine (those two, "
+        "Postgres, Redis, and whatever else runs). At concurrency 32 the 2 cores are the limit, "
+        "so throughput follows the machine's CPU per run. Deadlocks: Postgres deadlocks "
+        "detected during the cell's repeats (database-wide).",
+        "",
+        "| target | mode | c | target CPU | client CPU | machine CPU | deadlocks |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['target']} | {r['mode']} | {r['concurrency']} | {r['cpu_ms_per_run']:.2f} | "
+            f"{r['client_cpu_ms_per_run']:.2f} | {r['machine_cpu_ms_per_run']:.2f} | "
+            f"{sum(r['deadlocks'])} |"
         )
     lines += ["", "## Targets (issue 13)", "", *_verdicts(table)]
     return "\n".join(lines) + "\n"

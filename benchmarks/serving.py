@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -46,16 +47,45 @@ ENQUEUE_WAIT_S = 60.0
 
 @dataclass
 class Sample:
-    """One timed cell of one target: every run's latency (seconds) and the wall time."""
+    """One timed cell of one target: every run's latency (seconds), the wall time, and the CPU
+    seconds used meanwhile by the target's process (all its threads), by the client driving it
+    (the SDK in the benchmark's process; 0 for the floor, whose driver is in its own process),
+    and by the whole machine (every process: Postgres, Redis, other work)."""
 
     latencies_s: list[float]
     wall_s: float
+    cpu_s: float
+    client_cpu_s: float
+    machine_cpu_s: float
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine so far, all cores (``/proc/stat``: everything
+    but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_now(pid: int | None) -> tuple[float, float, float]:
+    """(target, client, machine) CPU seconds: the target is process ``pid`` driven from this
+    process, or this process itself (``pid=None``, no separate client)."""
+    if pid is None:
+        return time.process_time(), 0.0, machine_cpu_s()
+    return process_cpu_s(pid), time.process_time(), machine_cpu_s()
 
 
 async def timed_runs(
-    run_once: Callable[[int], Awaitable[Any]], runs: int, concurrency: int
+    run_once: Callable[[int], Awaitable[Any]], runs: int, concurrency: int, pid: int | None = None
 ) -> Sample:
-    """``runs`` runs by ``concurrency`` workers (worker ``i`` passes ``i``), timed."""
+    """``runs`` runs by ``concurrency`` workers (worker ``i`` passes ``i``), timed; the target
+    is process ``pid`` (default: this process)."""
     latencies: list[float] = []
     per_worker = [
         runs // concurrency + (1 if i < runs % concurrency else 0) for i in range(concurrency)
@@ -67,9 +97,12 @@ async def timed_runs(
             await run_once(index)
             latencies.append(time.perf_counter() - started)
 
+    before = _cpu_now(pid)
     started = time.perf_counter()
     await asyncio.gather(*(worker(i, n) for i, n in enumerate(per_worker) if n))
-    return Sample(latencies, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    target, client, machine = (b - a for a, b in zip(before, _cpu_now(pid), strict=True))
+    return Sample(latencies, wall, target, client, machine)
 
 
 async def warm_up(run_once: Callable[[int], Awaitable[Any]], runs: int, concurrency: int) -> None:
@@ -194,7 +227,8 @@ class SdkTarget:
 
         await warm_up(once, warmup, concurrency)
         gc.collect()
-        return await timed_runs(once, runs, concurrency)
+        assert self.process is not None
+        return await timed_runs(once, runs, concurrency, self.process.pid)
 
 
 class ServeTarget(SdkTarget):
@@ -382,7 +416,7 @@ class FloorTarget:
                 "warmup": warmup,
             }
         )
-        return Sample(reply["latencies_s"], reply["wall_s"])
+        return Sample(**reply)
 
 
 async def _floor_main(postgres_url: str, redis_url: str, prefix: str, replies: IO[str]) -> None:
@@ -426,7 +460,7 @@ async def _floor_command(saver: Any, graph: Any, command: dict[str, Any]) -> dic
     await warm_up(once, int(command["warmup"]), concurrency)
     gc.collect()
     sample = await timed_runs(once, int(command["runs"]), concurrency)
-    return {"latencies_s": sample.latencies_s, "wall_s": sample.wall_s}
+    return dataclasses.asdict(sample)
 
 
 def main() -> None:
