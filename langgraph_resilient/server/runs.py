@@ -130,7 +130,10 @@ class RunHandle:
     plan: RunPlan
     queue: asyncio.Queue[tuple[str, Any] | object] = field(default_factory=asyncio.Queue)
     started: asyncio.Future[None] | None = None
+    """Resolved once the run may be answered: its lease is held and its thread marked busy."""
     task: asyncio.Task[None] | None = None
+    marking: asyncio.Task[None] | None = None
+    """Marks the thread busy (``ThreadStore.start_run``) while the graph starts."""
     stop_requested: bool = False
     detached: bool = False
     """Nobody reads the events (``runs/wait``, or the client left): they are not made."""
@@ -169,6 +172,24 @@ class RunHandle:
         is cancelled) and wake the response waiting for events."""
         self.detach(cancel=self.plan.cancel_on_disconnect)
         self.queue.put_nowait(_END)
+
+
+def _marked(handle: RunHandle, marking: asyncio.Task[None]) -> None:
+    """The thread is marked busy (or could not be): answer the run's request, or fail it and
+    stop the graph that started meanwhile."""
+    started = handle.started
+    assert started is not None
+    if started.done():  # the request was given up
+        return
+    if marking.cancelled():
+        started.cancel()
+        return
+    error = marking.exception()
+    if error is None:
+        started.set_result(None)
+        return
+    started.set_exception(error)
+    handle.detach(cancel=True)
 
 
 class RunManager:
@@ -358,10 +379,18 @@ class RunManager:
                         loop.call_soon_threadsafe(task.cancel)
 
                 lease.on_lost(lost)
-                await self.threads.start_run(
-                    plan.thread_id,
-                    {"graph_id": plan.served.graph_id, "assistant_id": plan.served.assistant_id},
+                # One round trip off the run's path: the graph starts while the thread is
+                # marked busy, and the run is answered (status, first event) once it is.
+                handle.marking = asyncio.create_task(
+                    self.threads.start_run(
+                        plan.thread_id,
+                        {
+                            "graph_id": plan.served.graph_id,
+                            "assistant_id": plan.served.assistant_id,
+                        },
+                    )
                 )
+                handle.marking.add_done_callback(lambda marking: _marked(handle, marking))
         except BaseException as exc:
             await stack.aclose()
             if isinstance(exc, asyncio.CancelledError):
@@ -369,7 +398,8 @@ class RunManager:
                 raise
             handle.started.set_exception(exc)
             return
-        handle.started.set_result(None)
+        if handle.marking is None:
+            handle.started.set_result(None)
         metrics.RUNS_IN_FLIGHT.inc()
         try:
             async with stack:
@@ -449,6 +479,10 @@ class RunManager:
                 )
         if isinstance(values, dict):
             values = {k: v for k, v in values.items() if k != "__interrupt__"}
+        if handle.marking is not None:
+            # Busy is written before the outcome; a failure was the request's answer already.
+            with contextlib.suppress(Exception):
+                await handle.marking
         try:
             await self.threads.finish_run(
                 plan.thread_id,
