@@ -143,10 +143,14 @@ def _export_sources(ref: str, into: Path) -> Path:
 def _targets(args: argparse.Namespace, prefix: str, work: Path) -> list[Target]:
     pg, redis = args.postgres_url, args.redis_url
     worker = FloorWorker(pg, redis, prefix)
+    ours = ServeTarget("this server", pg, redis, prefix)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        ours.profile_dir = args.profile
     targets: list[Target] = [
         FloorTarget(FLOOR, worker, lease=False),
         FloorTarget(f"{FLOOR} + lease", worker, lease=True),
-        ServeTarget("this server", pg, redis, prefix),
+        ours,
     ]
     for ref in args.baseline_ref:
         targets.append(
@@ -392,10 +396,19 @@ def main() -> None:
         metavar="REF",
         help="also serve the sources of this git revision (before/after in one run)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record `this server` with py-spy during its timed cells, one speedscope file per "
+        "cell in DIR (slows it down: not a run to report)",
+    )
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.warmup, args.repeats, args.dev_runs = 40, 10, 2, 2
+    if args.profile:
+        args.no_save = True  # py-spy slows the server down: its numbers are not results
     load_before = os.getloadavg()[0]
     prefix = f"bench{uuid.uuid4().hex[:8]}_"
     work = Path(tempfile.mkdtemp(prefix="bench-server-"))

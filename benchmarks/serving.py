@@ -24,13 +24,14 @@ import dataclasses
 import gc
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -180,6 +181,31 @@ class Process:
         Path(self.log.name).unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def py_spy(pid: int, out: Path) -> Iterator[None]:
+    """Sample process ``pid`` with py-spy (the threads holding the GIL, 200 Hz) into ``out``
+    (speedscope format: https://www.speedscope.app, or any tool reading it)."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(binary).exists():
+        raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    command = [binary, "record", "--pid", str(pid), "--gil", "--rate", "200", "--nonblocking"]
+    spy = subprocess.Popen(
+        [*command, "--format", "speedscope", "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # attached before the timed runs start
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            spy.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
 # ---------------------------------------------------------------------------------- SDK targets
 
 
@@ -193,6 +219,9 @@ class SdkTarget:
         self.process: Process | None = None
         self.url = ""
         self._client: Any = None
+        self.profile_dir: Path | None = None
+        """Record the server process with py-spy during every timed cell, into this folder."""
+        self._profiles = 0
 
     def _start(self) -> None:
         raise NotImplementedError
@@ -228,7 +257,12 @@ class SdkTarget:
         await warm_up(once, warmup, concurrency)
         gc.collect()
         assert self.process is not None
-        return await timed_runs(once, runs, concurrency, self.process.pid)
+        if self.profile_dir is None:
+            return await timed_runs(once, runs, concurrency, self.process.pid)
+        self._profiles += 1
+        out = self.profile_dir / f"{mode}-c{concurrency}-{self._profiles}.speedscope.json"
+        with py_spy(self.process.pid, out):
+            return await timed_runs(once, runs, concurrency, self.process.pid)
 
 
 class ServeTarget(SdkTarget):
