@@ -43,7 +43,9 @@ class ServerContext:
         self._previous_handler: Any = None
 
     async def start(self) -> None:
-        saver = ResilientSaver.from_urls(**self.settings.saver_kwargs())
+        saver = ResilientSaver.from_urls(
+            **self.settings.saver_kwargs(), pool_max_size=self.settings.pool_max_size
+        )
         self.saver = await self._stack.enter_async_context(saver)
         # A second saver on the same database, for time travel (see ServedGraph.forking): its
         # writes carry no lease epoch, so they may start a branch at an older checkpoint.
