@@ -142,8 +142,8 @@ def _export_sources(ref: str, into: Path) -> Path:
 
 def _targets(args: argparse.Namespace, prefix: str, work: Path) -> list[Target]:
     pg, redis = args.postgres_url, args.redis_url
-    worker = FloorWorker(pg, redis, prefix)
-    ours = ServeTarget("this server", pg, redis, prefix)
+    worker = FloorWorker(pg, redis, prefix, args.pool_max_size)
+    ours = ServeTarget("this server", pg, redis, prefix, pool_max_size=args.pool_max_size)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         ours.profile_dir = args.profile
@@ -319,7 +319,8 @@ def report(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"Repeats: {meta['repeats']}, in rotated target order; per repeat and cell: "
         f"{meta['runs']} timed runs after {meta['warmup']} warm-up runs (langgraph dev: "
         f"{meta['dev_runs']}, at least one per worker). 5-node chain, Postgres + Redis on "
-        "loopback; fresh threads per cell, each run continues its worker's thread.",
+        "loopback; fresh threads per cell, each run continues its worker's thread. The saver's "
+        f"Postgres pool: {meta['pool_max_size'] or '10 (its default)'} connections.",
         "",
         "p50/p99 pool every repeat's runs; runs/s is runs over wall time; `spread` columns are "
         "the min-max over repeats; `vs floor` compares with `direct ainvoke` in the same cell "
@@ -397,6 +398,13 @@ def main() -> None:
         help="also serve the sources of this git revision (before/after in one run)",
     )
     parser.add_argument(
+        "--pool-max-size",
+        type=int,
+        metavar="N",
+        help="the saver's Postgres pool for the floor and `serve --pool-max-size N` (default: "
+        "the saver's, 10; 5 or fewer: one writer); not with --baseline-ref",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -405,6 +413,8 @@ def main() -> None:
     )
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
+    if args.pool_max_size is not None and args.baseline_ref:
+        parser.error("--pool-max-size: earlier revisions of serve have no such flag")
     if args.quick:
         args.runs, args.warmup, args.repeats, args.dev_runs = 40, 10, 2, 2
     if args.profile:
@@ -432,6 +442,7 @@ def main() -> None:
         "runs": args.runs,
         "warmup": args.warmup,
         "dev_runs": args.dev_runs,
+        "pool_max_size": args.pool_max_size,
         "finished_at": time.time(),
     }
     text = report(table, meta)

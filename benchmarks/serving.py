@@ -273,13 +273,20 @@ class ServeTarget(SdkTarget):
     it first on ``PYTHONPATH`` (and ``-P``, so the working directory does not come first)."""
 
     def __init__(
-        self, name: str, postgres_url: str, redis_url: str, prefix: str, source: Path = ROOT
+        self,
+        name: str,
+        postgres_url: str,
+        redis_url: str,
+        prefix: str,
+        source: Path = ROOT,
+        pool_max_size: int | None = None,
     ) -> None:
         super().__init__(name)
         self.postgres_url = postgres_url
         self.redis_url = redis_url
         self.prefix = prefix
         self.source = source
+        self.pool_max_size = pool_max_size
 
     def _start(self) -> None:
         port = free_port()
@@ -302,6 +309,8 @@ class ServeTarget(SdkTarget):
             "--log-level",
             "warning",
         ]
+        if self.pool_max_size is not None:
+            command += ["--pool-max-size", str(self.pool_max_size)]
         env = {**os.environ, "PYTHONPATH": str(self.source)}
         self.process = Process(command, env, ROOT)
         self.url = f"http://127.0.0.1:{port}"
@@ -379,8 +388,10 @@ class DevTarget(SdkTarget):
 class FloorWorker:
     """The floor worker process: one saver and graph, commands on stdin, results on stdout."""
 
-    def __init__(self, postgres_url: str, redis_url: str, prefix: str) -> None:
-        self.args = [postgres_url, redis_url, prefix]
+    def __init__(
+        self, postgres_url: str, redis_url: str, prefix: str, pool_max_size: int | None = None
+    ) -> None:
+        self.args = [postgres_url, redis_url, prefix, str(pool_max_size or 10)]
         self.process: Process | None = None
         self._lock = asyncio.Lock()
 
@@ -453,13 +464,15 @@ class FloorTarget:
         return Sample(**reply)
 
 
-async def _floor_main(postgres_url: str, redis_url: str, prefix: str, replies: IO[str]) -> None:
+async def _floor_main(
+    postgres_url: str, redis_url: str, prefix: str, pool_max_size: int, replies: IO[str]
+) -> None:
     from examples.server.graph import chain_builder
     from langgraph_resilient import ResilientSaver
 
-    # The server's saver: `ServerSettings.saver_kwargs()` for --postgres-url/--redis-url/--prefix.
+    # The server's saver, as `serve --postgres-url --redis-url --prefix --pool-max-size` opens it.
     async with ResilientSaver.from_urls(
-        postgres_url=postgres_url, redis_url=redis_url, prefix=prefix
+        postgres_url=postgres_url, redis_url=redis_url, prefix=prefix, pool_max_size=pool_max_size
     ) as saver:
         graph = chain_builder.compile(checkpointer=saver, name="chain")
         loop = asyncio.get_running_loop()
@@ -498,13 +511,14 @@ async def _floor_command(saver: Any, graph: Any, command: dict[str, Any]) -> dic
 
 
 def main() -> None:
-    """``python -m benchmarks.serving POSTGRES_URL REDIS_URL PREFIX``: the floor worker."""
+    """``python -m benchmarks.serving POSTGRES_URL REDIS_URL PREFIX POOL_MAX_SIZE``: the floor
+    worker."""
     import uvloop
 
-    postgres_url, redis_url, prefix = sys.argv[1:4]
+    postgres_url, redis_url, prefix, pool_max_size = sys.argv[1:5]
     # stdout carries the replies: anything else printed goes to stderr (the log).
     replies, sys.stdout = sys.stdout, sys.stderr
-    uvloop.run(_floor_main(postgres_url, redis_url, prefix, replies))
+    uvloop.run(_floor_main(postgres_url, redis_url, prefix, int(pool_max_size), replies))
 
 
 if __name__ == "__main__":
