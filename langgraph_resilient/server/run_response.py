@@ -3,10 +3,10 @@
 Both notice a client that disconnects (its run is cancelled, or left to finish with
 ``on_disconnect="continue"``) with one plain asyncio task waiting for ``http.disconnect``.
 Starlette's ``StreamingResponse`` does that, on uvicorn, with an anyio task group and cancel
-scopes around every response, and sends one body message per event through every middleware:
-together the largest per-run cost of the server under load (see docs/server.md, Benchmark).
-Here the events queued by the time the response writes go out as one chunk, and the last
-chunk also ends the response.
+scopes around every response, and sends one body message per event through every middleware,
+which showed in the server's profile under load (docs/server.md, Benchmark). Here the events
+queued by the time the response writes go out as one chunk, and the last chunk also ends the
+response.
 """
 
 from __future__ import annotations
