@@ -16,7 +16,8 @@ from langgraph_resilient.server.threads import contains
 router = APIRouter(tags=["assistants"])
 
 
-def registry(request: Request) -> GraphRegistry:
+# async: FastAPI runs a plain `def` dependency in its thread pool (a thread hop per request).
+async def registry(request: Request) -> GraphRegistry:
     ctx: ServerContext = request.app.state.lgr
     assert ctx.registry is not None
     return ctx.registry

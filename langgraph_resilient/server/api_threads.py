@@ -31,7 +31,8 @@ from langgraph_resilient.server.threads import ThreadExistsError, ThreadQuery, T
 router = APIRouter(tags=["threads"])
 
 
-def context(request: Request) -> ServerContext:
+# async: FastAPI runs a plain `def` dependency in its thread pool (a thread hop per request).
+async def context(request: Request) -> ServerContext:
     ctx: ServerContext = request.app.state.lgr
     return ctx
 

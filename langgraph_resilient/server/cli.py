@@ -85,6 +85,12 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--lease-ttl-s", type=float, default=float(env("LEASE_TTL_S", "30") or 30))
     serve.add_argument(
+        "--pool-max-size",
+        type=int,
+        default=int(env("POOL_MAX_SIZE", "10") or 10),
+        help="Postgres connections of the saver's pool (default 10; 5 or fewer: one writer)",
+    )
+    serve.add_argument(
         "--continue-on-disconnect",
         action="store_true",
         default=env("CONTINUE_ON_DISCONNECT", "") in ("1", "true", "yes"),
@@ -134,6 +140,7 @@ def settings_from_args(
         enqueue_wait_s=args.enqueue_wait_s,
         lease_ttl_s=args.lease_ttl_s,
         cancel_on_disconnect=not args.continue_on_disconnect,
+        pool_max_size=args.pool_max_size,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -24,9 +25,12 @@ log = logging.getLogger("langgraph_resilient.server")
 class ServerContext:
     """Opened by the app's lifespan; closed (after a drain) when it ends."""
 
-    def __init__(self, settings: ServerSettings, *, handle_sigterm: bool = True) -> None:
+    def __init__(
+        self, settings: ServerSettings, *, handle_sigterm: bool = True, freeze_gc: bool = False
+    ) -> None:
         self.settings = settings
         self.handle_sigterm = handle_sigterm
+        self.freeze_gc = freeze_gc
         self.saver: ResilientSaver | None = None
         self.fork_saver: ResilientSaver | None = None
         self.threads: ThreadStore = thread_store_for(
@@ -40,7 +44,9 @@ class ServerContext:
         self._previous_handler: Any = None
 
     async def start(self) -> None:
-        saver = ResilientSaver.from_urls(**self.settings.saver_kwargs())
+        saver = ResilientSaver.from_urls(
+            **self.settings.saver_kwargs(), pool_max_size=self.settings.pool_max_size
+        )
         self.saver = await self._stack.enter_async_context(saver)
         # A second saver on the same database, for time travel (see ServedGraph.forking): its
         # writes carry no lease epoch, so they may start a branch at an older checkpoint.
@@ -65,6 +71,11 @@ class ServerContext:
         metrics.install_event_metrics()
         if self.handle_sigterm:
             self._install_sigterm()
+        if self.freeze_gc:
+            # What is alive now lives as long as the process: full collections need not scan
+            # it again and again (see create_app).
+            gc.collect()
+            gc.freeze()
 
     def _install_sigterm(self) -> None:
         # Drain first, then hand the signal to the server (uvicorn), which stops accepting

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,30 +130,66 @@ class RunHandle:
     plan: RunPlan
     queue: asyncio.Queue[tuple[str, Any] | object] = field(default_factory=asyncio.Queue)
     started: asyncio.Future[None] | None = None
+    """Resolved once the run may be answered: its lease is held and its thread marked busy."""
     task: asyncio.Task[None] | None = None
+    marking: asyncio.Task[None] | None = None
+    """Marks the thread busy (``ThreadStore.start_run``) while the graph starts."""
     stop_requested: bool = False
     detached: bool = False
+    """Nobody reads the events (``runs/wait``, or the client left): they are not made."""
     result: Any = None
     status: str = "pending"
+    _cancelled: bool = False
 
     def emit(self, event: str, data: Any) -> None:
         if not self.detached:
             self.queue.put_nowait((event, data))
 
-    async def events(self) -> AsyncIterator[tuple[str, Any]]:
-        """The run's events until it ends."""
-        while True:
-            item = await self.queue.get()
-            if item is _END:
-                return
+    async def next_events(self) -> tuple[list[tuple[str, Any]], bool]:
+        """Wait for the next event; return it with every event queued behind it (so that the
+        response writes them in one chunk), and whether the run ended."""
+        queue = self.queue
+        item = await queue.get()
+        events: list[tuple[str, Any]] = []
+        while item is not _END:
             assert isinstance(item, tuple)
-            yield item
+            events.append(item)
+            if queue.empty():
+                return events, False
+            item = queue.get_nowait()
+        return events, True
 
     def detach(self, cancel: bool) -> None:
         """The client is gone: cancel the run, or let it finish unobserved."""
         self.detached = True
-        if cancel and self.task is not None and not self.task.done():
+        # Once: a second cancel() would interrupt the run recording its cancellation.
+        if cancel and not self._cancelled and self.task is not None and not self.task.done():
+            self._cancelled = True
             self.task.cancel()
+
+    def client_gone(self) -> None:
+        """The client disconnected: detach (``plan.cancel_on_disconnect`` says whether the run
+        is cancelled) and wake the response waiting for events."""
+        self.detach(cancel=self.plan.cancel_on_disconnect)
+        self.queue.put_nowait(_END)
+
+
+def _marked(handle: RunHandle, marking: asyncio.Task[None]) -> None:
+    """The thread is marked busy (or could not be): answer the run's request, or fail it and
+    stop the graph that started meanwhile."""
+    started = handle.started
+    assert started is not None
+    if started.done():  # the request was given up
+        return
+    if marking.cancelled():
+        started.cancel()
+        return
+    error = marking.exception()
+    if error is None:
+        started.set_result(None)
+        return
+    started.set_exception(error)
+    handle.detach(cancel=True)
 
 
 class RunManager:
@@ -301,10 +336,11 @@ class RunManager:
 
     # ------------------------------------------------------------------ execution
 
-    async def start(self, plan: RunPlan) -> RunHandle:
-        """Take the thread's lease and start the run; raises 409 while another run holds it."""
+    async def start(self, plan: RunPlan, *, events: bool = True) -> RunHandle:
+        """Take the thread's lease and start the run; raises 409 while another run holds it.
+        ``events=False``: the caller wants the result only (``runs/wait``)."""
         loop = asyncio.get_running_loop()
-        handle = RunHandle(plan=plan, started=loop.create_future())
+        handle = RunHandle(plan=plan, started=loop.create_future(), detached=not events)
         handle.task = asyncio.create_task(self._execute(handle), name=f"run-{plan.run_id}")
         self.active.add(handle)
         handle.task.add_done_callback(lambda _: self.active.discard(handle))
@@ -343,10 +379,18 @@ class RunManager:
                         loop.call_soon_threadsafe(task.cancel)
 
                 lease.on_lost(lost)
-                await self.threads.start_run(
-                    plan.thread_id,
-                    {"graph_id": plan.served.graph_id, "assistant_id": plan.served.assistant_id},
+                # One round trip off the run's path: the graph starts while the thread is
+                # marked busy, and the run is answered (status, first event) once it is.
+                handle.marking = asyncio.create_task(
+                    self.threads.start_run(
+                        plan.thread_id,
+                        {
+                            "graph_id": plan.served.graph_id,
+                            "assistant_id": plan.served.assistant_id,
+                        },
+                    )
                 )
+                handle.marking.add_done_callback(lambda marking: _marked(handle, marking))
         except BaseException as exc:
             await stack.aclose()
             if isinstance(exc, asyncio.CancelledError):
@@ -354,7 +398,8 @@ class RunManager:
                 raise
             handle.started.set_exception(exc)
             return
-        handle.started.set_result(None)
+        if handle.marking is None:
+            handle.started.set_result(None)
         metrics.RUNS_IN_FLIGHT.inc()
         try:
             async with stack:
@@ -385,8 +430,9 @@ class RunManager:
                             last_values = chunk
                         elif mode == "updates" and isinstance(chunk, dict):
                             interrupted = interrupted or "__interrupt__" in chunk
-                    for event in mapper.events(ns, mode, chunk):
-                        handle.emit(*event)
+                    if not handle.detached:
+                        for event in mapper.events(ns, mode, chunk):
+                            handle.emit(*event)
                     if handle.stop_requested and not ns and mode == "values":
                         stopped = True  # a step boundary: its checkpoint is written
                         break
@@ -433,6 +479,10 @@ class RunManager:
                 )
         if isinstance(values, dict):
             values = {k: v for k, v in values.items() if k != "__interrupt__"}
+        if handle.marking is not None:
+            # Busy is written before the outcome; a failure was the request's answer already.
+            with contextlib.suppress(Exception):
+                await handle.marking
         try:
             await self.threads.finish_run(
                 plan.thread_id,

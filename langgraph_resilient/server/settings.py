@@ -42,6 +42,9 @@ class ServerSettings:
         cancel_on_disconnect: Cancel a streamed run when its client disconnects (a request's
             ``on_disconnect`` overrides it).
         retry_after_s: ``Retry-After`` sent with 503 while draining.
+        pool_max_size: Postgres connections of the saver's pool (its default, 10). Up to a
+            third of them, at most 4, write in parallel; 5 or fewer leaves one writer (see
+            docs/server.md, Benchmark).
     """
 
     graphs: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +61,7 @@ class ServerSettings:
     lease_ttl_s: float = 30.0
     cancel_on_disconnect: bool = True
     retry_after_s: int = 5
+    pool_max_size: int = 10
 
     def __post_init__(self) -> None:
         if not self.graphs:
@@ -73,7 +77,13 @@ class ServerSettings:
                 )
         if self.postgres_url and self.sqlite_path:
             raise ConfigurationError("give either a Postgres URL or a SQLite path, not both")
-        for name in ("max_body_bytes", "drain_grace_s", "enqueue_wait_s", "lease_ttl_s"):
+        for name in (
+            "max_body_bytes",
+            "drain_grace_s",
+            "enqueue_wait_s",
+            "lease_ttl_s",
+            "pool_max_size",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be > 0 (got {getattr(self, name)!r})")
 
